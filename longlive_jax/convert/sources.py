@@ -1,0 +1,234 @@
+"""Lazy, read-only views of upstream state dicts, whatever file they come in.
+
+Supported inputs:
+  * ``*.safetensors`` (read with our own header parser + ``np.memmap``: no torch,
+    bfloat16 included, nothing loaded until asked for);
+  * a sharded safetensors checkpoint: its ``*.safetensors.index.json``;
+  * a Wan model folder (``diffusion_pytorch_model.safetensors`` or its index);
+  * ``torch.save`` files (``.pt`` / ``.pth``): a bare state dict, or a LongLive /
+    Self-Forcing container ``{"generator" | "generator_ema" | "model": {...}}``.
+
+Key prefixes added by wrappers (``model.``, ``module.``, FSDP / activation
+checkpointing / ``torch.compile`` fragments) are stripped so every source exposes
+the original Wan key names (``blocks.0.self_attn.q.weight``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from longlive_jax.convert import torch_pickle
+from longlive_jax.convert.errors import CheckpointError
+
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+# Fragments inserted into parameter names by wrappers; removed wherever they appear.
+_WRAPPER_FRAGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+CONTAINER_KEYS = ("generator", "generator_ema", "model")
+
+
+class TensorSource(Mapping):
+  """``key -> np.ndarray`` loaded on access, with shapes known up front."""
+
+  def __init__(self, entries: dict[str, tuple[tuple[int, ...], Callable[[], np.ndarray]]], *, origin: str):
+    self._entries = entries
+    self.origin = origin
+
+  def __getitem__(self, key: str) -> np.ndarray:
+    try:
+      shape, load = self._entries[key]
+    except KeyError:
+      raise CheckpointError(f"{self.origin}: missing key {key!r}") from None
+    arr = np.asarray(load())
+    if tuple(arr.shape) != tuple(shape):
+      raise CheckpointError(f"{self.origin}: tensor {key!r} has {arr.shape} bytes for declared shape {shape}")
+    return arr
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._entries)
+
+  def __len__(self) -> int:
+    return len(self._entries)
+
+  def shape(self, key: str) -> tuple[int, ...]:
+    return tuple(self._entries[key][0])
+
+  def with_keys(self, rename: Callable[[str], str]) -> TensorSource:
+    out: dict = {}
+    for k, v in self._entries.items():
+      nk = rename(k)
+      if nk in out:
+        raise CheckpointError(f"{self.origin}: two tensors map to the same key {nk!r} after prefix stripping")
+      out[nk] = v
+    return TensorSource(out, origin=self.origin)
+
+
+def _read_safetensors(path: Path) -> TensorSource:
+  try:
+    with open(path, "rb") as fh:
+      head = fh.read(8)
+      if len(head) != 8:
+        raise CheckpointError(f"{path}: file too short to be a .safetensors file")
+      (n,) = struct.unpack("<Q", head)
+      if n <= 0 or n > 100_000_000:
+        raise CheckpointError(f"{path}: not a .safetensors file (bad header length {n})")
+      header = json.loads(fh.read(n))
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: not a readable .safetensors file: {e}") from e
+  if not isinstance(header, dict):
+    raise CheckpointError(f"{path}: not a .safetensors file (header is not a JSON object)")
+  base = 8 + n
+  size = path.stat().st_size
+  entries = {}
+  for key, info in header.items():
+    if key == "__metadata__":
+      continue
+    try:
+      dtype = _ST_DTYPES[info["dtype"]]
+      shape = tuple(int(s) for s in info["shape"])
+      start, end = (int(o) for o in info["data_offsets"])
+    except (KeyError, TypeError, ValueError) as e:
+      raise CheckpointError(f"{path}: malformed safetensors header entry {key!r}: {e}") from e
+    if base + end > size:
+      raise CheckpointError(f"{path}: tensor {key!r} extends past the end of the file (truncated download?)")
+
+    def load(dtype=dtype, shape=shape, start=start, end=end):
+      count = (end - start) // np.dtype(dtype).itemsize
+      mm = np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=(count,))
+      return np.array(mm).reshape(shape)
+
+    entries[key] = (shape, load)
+  return TensorSource(entries, origin=str(path))
+
+
+def _read_index(path: Path) -> TensorSource:
+  try:
+    index = json.loads(path.read_text())
+    weight_map = index["weight_map"]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise CheckpointError(f"{path}: not a safetensors index (expected a JSON object with 'weight_map'): {e}") from e
+  entries = {}
+  shards: dict[str, TensorSource] = {}
+  for key, fname in weight_map.items():
+    shard_path = path.parent / fname
+    if fname not in shards:
+      if not shard_path.is_file():
+        raise CheckpointError(f"{path}: shard {fname} (holding {key!r}) is missing from {path.parent}")
+      shards[fname] = _read_safetensors(shard_path)
+    shard = shards[fname]
+    if key not in shard:
+      raise CheckpointError(f"{path}: index says {key!r} is in {fname}, but that shard has no such tensor")
+    entries[key] = shard._entries[key]
+  return TensorSource(entries, origin=str(path))
+
+
+def _is_tensor_dict(obj) -> bool:
+  return isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch_pickle.LazyTensor) for v in obj.values())
+
+
+def _from_torch_dict(obj: Mapping, origin: str) -> TensorSource:
+  entries = {}
+  for k, t in obj.items():
+    if not isinstance(t, torch_pickle.LazyTensor):
+      raise CheckpointError(f"{origin}: entry {k!r} is a {type(t).__name__}, not a tensor")
+    entries[str(k)] = (t.shape, t.numpy)
+  return TensorSource(entries, origin=origin)
+
+
+def _read_torch(path: Path, container: str | None) -> TensorSource:
+  obj = torch_pickle.load(path)
+  if not isinstance(obj, Mapping):
+    raise CheckpointError(f"{path}: expected a dict in the torch file, found {type(obj).__name__}")
+  if container is not None:
+    if container not in obj:
+      raise CheckpointError(f"{path}: no {container!r} entry; the file has {sorted(map(str, obj))}")
+    sub = obj[container]
+    if not _is_tensor_dict(sub):
+      raise CheckpointError(f"{path}: entry {container!r} is not a state dict of tensors")
+    return _from_torch_dict(sub, f"{path}[{container}]")
+  if _is_tensor_dict(obj):
+    return _from_torch_dict(obj, str(path))
+  for key in CONTAINER_KEYS:
+    if key in obj and _is_tensor_dict(obj[key]):
+      return _from_torch_dict(obj[key], f"{path}[{key}]")
+  raise CheckpointError(
+      f"{path}: not a model checkpoint: expected a state dict or a container with one of "
+      f"{', '.join(CONTAINER_KEYS)}; top-level keys are {sorted(map(str, obj))[:10]}"
+  )
+
+
+def strip_prefixes(key: str) -> str:
+  """Removes wrapper fragments and a leading ``model.`` / ``module.`` prefix."""
+  for frag in _WRAPPER_FRAGMENTS:
+    key = key.replace(frag, "")
+  return re.sub(r"^(?:module\.)?(?:model\.)?", "", key)
+
+
+def find_weights_in_dir(path: Path) -> Path:
+  """The weights file inside a Wan model folder."""
+  for name in (
+      "diffusion_pytorch_model.safetensors.index.json",
+      "diffusion_pytorch_model.safetensors",
+      "model.safetensors.index.json",
+      "model.safetensors",
+  ):
+    if (path / name).is_file():
+      return path / name
+  found = sorted(path.glob("*.safetensors.index.json")) or sorted(path.glob("*.safetensors"))
+  if len(found) == 1:
+    return found[0]
+  raise CheckpointError(
+      f"{path}: no DiT weights found (expected diffusion_pytorch_model.safetensors or its .index.json"
+      + (f"; several candidates: {[p.name for p in found]}" if found else "")
+      + ")"
+  )
+
+
+def open_state_dict(path: str | Path, *, container: str | None = None) -> TensorSource:
+  """Opens any supported checkpoint as a :class:`TensorSource` with upstream Wan key names."""
+  path = Path(path)
+  if path.is_dir():
+    path = find_weights_in_dir(path)
+  if not path.exists():
+    raise CheckpointError(f"{path}: no such file")
+  name = path.name
+  if name.endswith(".index.json"):
+    src = _read_index(path)
+  elif name.endswith(".safetensors"):
+    src = _read_safetensors(path)
+  elif name.endswith((".pt", ".pth", ".bin", ".ckpt")):
+    src = _read_torch(path, container)
+  else:
+    # Sniff: safetensors start with a little-endian header length, torch files are zips.
+    with open(path, "rb") as fh:
+      magic = fh.read(4)
+    if magic.startswith(b"PK"):
+      src = _read_torch(path, container)
+    else:
+      try:
+        src = _read_safetensors(path)
+      except CheckpointError:
+        raise CheckpointError(
+            f"{path}: not a checkpoint (expected .safetensors, a safetensors index .json, or a torch .pt/.pth)"
+        ) from None
+  if len(src) == 0:
+    raise CheckpointError(f"{path}: the checkpoint holds no tensors")
+  return src.with_keys(strip_prefixes)

@@ -1,0 +1,271 @@
+"""Upstream Wan2.1 DiT state dict <-> this project's parameter tree.
+
+Upstream keys (``blocks.{i}.self_attn.q.weight`` ...) map onto the NNX parameter
+tree of :class:`longlive_jax.model.wan.WanDiT`, whose per-block parameters are
+stacked over a leading layer axis. Layout changes:
+  * ``nn.Linear`` weights ``[out, in]`` -> Dense kernels ``[in, out]``;
+  * ``patch_embedding.weight [dim, C, 1, ph, pw]`` -> kernel ``[ph*pw*C, dim]`` in
+    (kh, kw, c) order, matching :meth:`WanDiT.patchify` (channels-last);
+  * ``blocks.{i}.modulation [1, 6, dim]`` -> ``[L, 6, dim]``; ``head.modulation
+    [1, 2, dim]`` -> ``[2, dim]``.
+
+Conversion runs tensor by tensor into preallocated stacked arrays, so the peak
+memory is about one copy of the model plus one tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from longlive_jax.config import WanConfig
+from longlive_jax.convert.errors import CheckpointError
+
+# Per-block linear layers: (our path inside a block, upstream name inside a block).
+BLOCK_LINEARS = (
+    (("self_attn", "q"), "self_attn.q"),
+    (("self_attn", "k"), "self_attn.k"),
+    (("self_attn", "v"), "self_attn.v"),
+    (("self_attn", "o"), "self_attn.o"),
+    (("cross_attn", "q"), "cross_attn.q"),
+    (("cross_attn", "k"), "cross_attn.k"),
+    (("cross_attn", "v"), "cross_attn.v"),
+    (("cross_attn", "o"), "cross_attn.o"),
+    (("ffn", "fc1"), "ffn.0"),
+    (("ffn", "fc2"), "ffn.2"),
+)
+TOP_LINEARS = (
+    (("text_embedding_0",), "text_embedding.0"),
+    (("text_embedding_2",), "text_embedding.2"),
+    (("time_embedding_0",), "time_embedding.0"),
+    (("time_embedding_2",), "time_embedding.2"),
+    (("time_projection",), "time_projection.1"),
+    (("head",), "head.head"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+  """How one of our parameters is made from upstream tensors."""
+
+  path: tuple[str, ...]
+  upstream: str  # key, with "{i}" for per-block tensors
+  upstream_shape: tuple[int, ...]
+  transform: Callable[[np.ndarray], np.ndarray]
+  stacked: bool
+
+
+def _linear_t(w: np.ndarray) -> np.ndarray:
+  return w.T
+
+
+def _identity(w: np.ndarray) -> np.ndarray:
+  return w
+
+
+def _squeeze0(w: np.ndarray) -> np.ndarray:
+  return w[0]
+
+
+def _rules(cfg: WanConfig) -> list[_Rule]:
+  d, f = cfg.dim, cfg.ffn_dim
+  pt, ph, pw = cfg.patch_size
+  linear_shapes = {
+      "self_attn.q": (d, d),
+      "self_attn.k": (d, d),
+      "self_attn.v": (d, d),
+      "self_attn.o": (d, d),
+      "cross_attn.q": (d, d),
+      "cross_attn.k": (d, d),
+      "cross_attn.v": (d, d),
+      "cross_attn.o": (d, d),
+      "ffn.0": (f, d),
+      "ffn.2": (d, f),
+      "text_embedding.0": (d, cfg.text_dim),
+      "text_embedding.2": (d, d),
+      "time_embedding.0": (d, cfg.freq_dim),
+      "time_embedding.2": (d, d),
+      "time_projection.1": (6 * d, d),
+      "head.head": (cfg.out_patch_dim, d),
+  }
+
+  def patch_kernel(w):
+    # [dim, C, pt=1, ph, pw] -> [pt, ph, pw, C, dim] -> [ph*pw*C, dim]
+    return w.transpose(2, 3, 4, 1, 0).reshape(-1, w.shape[0])
+
+  rules = [
+      _Rule(("patch_embedding", "kernel"), "patch_embedding.weight", (d, cfg.in_dim, pt, ph, pw), patch_kernel, False),
+      _Rule(("patch_embedding", "bias"), "patch_embedding.bias", (d,), _identity, False),
+      _Rule(("head_modulation",), "head.modulation", (1, 2, d), _squeeze0, False),
+  ]
+  for path, name in TOP_LINEARS:
+    out_f, in_f = linear_shapes[name]
+    rules.append(_Rule(path + ("kernel",), f"{name}.weight", (out_f, in_f), _linear_t, False))
+    rules.append(_Rule(path + ("bias",), f"{name}.bias", (out_f,), _identity, False))
+  b = ("blocks",)
+  rules.append(_Rule(b + ("modulation",), "blocks.{i}.modulation", (1, 6, d), _squeeze0, True))
+  for path, name in BLOCK_LINEARS:
+    out_f, in_f = linear_shapes[name]
+    rules.append(_Rule(b + path + ("kernel",), f"blocks.{{i}}.{name}.weight", (out_f, in_f), _linear_t, True))
+    rules.append(_Rule(b + path + ("bias",), f"blocks.{{i}}.{name}.bias", (out_f,), _identity, True))
+  if cfg.qk_norm:
+    for attn in ("self_attn", "cross_attn"):
+      for n in ("norm_q", "norm_k"):
+        rules.append(_Rule(b + (attn, n, "weight"), f"blocks.{{i}}.{attn}.{n}.weight", (d,), _identity, True))
+  if cfg.cross_attn_norm:
+    rules.append(_Rule(b + ("norm3", "weight"), "blocks.{i}.norm3.weight", (d,), _identity, True))
+    rules.append(_Rule(b + ("norm3", "bias"), "blocks.{i}.norm3.bias", (d,), _identity, True))
+  return rules
+
+
+def expected_shapes(cfg: WanConfig) -> dict[str, tuple[int, ...]]:
+  """Every upstream key of a Wan DiT with this config and its shape (825 keys for the 1.3B model)."""
+  out = {}
+  for r in _rules(cfg):
+    if r.stacked:
+      for i in range(cfg.num_layers):
+        out[r.upstream.format(i=i)] = r.upstream_shape
+    else:
+      out[r.upstream] = r.upstream_shape
+  return out
+
+
+def check_keys(src: Mapping, cfg: WanConfig, *, origin: str, shape_of: Callable[[str], tuple[int, ...]]) -> None:
+  """Raises a :class:`CheckpointError` naming every missing / unexpected key and the first shape mismatches."""
+  want = expected_shapes(cfg)
+  have = set(src)
+  missing = sorted(set(want) - have)
+  unexpected = sorted(have - set(want))
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+  if unexpected:
+    problems.append(
+        f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+    )
+  bad = [(k, shape_of(k), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != tuple(s)]
+  for k, got, exp in bad[:8]:
+    problems.append(f"shape mismatch for {k!r}: checkpoint has {tuple(got)}, config expects {tuple(exp)}")
+  if problems:
+    raise CheckpointError(f"{origin} does not match the Wan DiT config (dim={cfg.dim}, layers={cfg.num_layers}): " + "; ".join(problems))
+
+
+def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> WanConfig:
+  """Reads the sizes of a Wan DiT from its tensor shapes (num_heads = dim / head_dim unless ``base`` says)."""
+  def shape(k):
+    if k not in src:
+      raise CheckpointError(f"{src.origin}: cannot infer the model config: missing {k!r} (is this a Wan DiT checkpoint?)")
+    return src.shape(k)
+
+  d, c_in, pt, ph, pw = shape("patch_embedding.weight")
+  ffn = shape("blocks.0.ffn.0.weight")[0]
+  text_dim = shape("text_embedding.0.weight")[1]
+  freq_dim = shape("time_embedding.0.weight")[1]
+  out_patch = shape("head.head.weight")[0]
+  layers = 1 + max(int(m.group(1)) for k in src if (m := re.match(r"blocks\.(\d+)\.", k)))
+  base = base or WanConfig()
+  heads = base.num_heads if base.dim == d else max(1, d // head_dim)
+  return base.replace(
+      dim=d,
+      in_dim=c_in,
+      patch_size=(pt, ph, pw),
+      ffn_dim=ffn,
+      text_dim=text_dim,
+      freq_dim=freq_dim,
+      out_dim=out_patch // (pt * ph * pw),
+      num_layers=layers,
+      num_heads=heads,
+      qk_norm="blocks.0.self_attn.norm_q.weight" in src,
+      cross_attn_norm="blocks.0.norm3.weight" in src,
+  )
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for p in path[:-1]:
+    tree = tree.setdefault(p, {})
+  tree[path[-1]] = value
+
+
+def convert(
+    src,
+    cfg: WanConfig,
+    *,
+    dtype: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+  """Builds our nested parameter dict (numpy) from an upstream-keyed source.
+
+  Args:
+    src: mapping ``upstream key -> array`` (lazy :class:`TensorSource` or plain dict).
+    cfg: the model config; every key and shape is checked against it first.
+    dtype: storage dtype of the result (default ``cfg.param_dtype``).
+    progress: optional callback ``(done, total)`` per tensor read.
+
+  Returns:
+    a nested dict matching ``nnx.to_pure_dict(nnx.state(WanDiT(cfg)))``.
+  """
+  origin = getattr(src, "origin", "state dict")
+  shape_of = src.shape if hasattr(src, "shape") else (lambda k: np.shape(src[k]))
+  check_keys(src, cfg, origin=origin, shape_of=shape_of)
+  out_dtype = np.dtype(dtype or cfg.param_dtype) if (dtype or cfg.param_dtype) != "bfloat16" else None
+  if out_dtype is None:
+    import ml_dtypes
+
+    out_dtype = np.dtype(ml_dtypes.bfloat16)
+  tree: dict = {}
+  rules = _rules(cfg)
+  total = sum(cfg.num_layers if r.stacked else 1 for r in rules)
+  done = 0
+  for r in rules:
+    if not r.stacked:
+      arr = r.transform(np.asarray(src[r.upstream])).astype(out_dtype)
+      _set(tree, r.path, np.ascontiguousarray(arr))
+      done += 1
+      if progress:
+        progress(done, total)
+      continue
+    stacked = None
+    for i in range(cfg.num_layers):
+      arr = r.transform(np.asarray(src[r.upstream.format(i=i)]))
+      if stacked is None:
+        stacked = np.empty((cfg.num_layers,) + arr.shape, out_dtype)
+      stacked[i] = arr
+      done += 1
+      if progress:
+        progress(done, total)
+    _set(tree, r.path, stacked)
+  return tree
+
+
+def to_upstream(params: Mapping, cfg: WanConfig) -> dict[str, np.ndarray]:
+  """Inverse of :func:`convert` (for export and round-trip tests)."""
+  out = {}
+  pt, ph, pw = cfg.patch_size
+
+  def get(path):
+    node = params
+    for p in path:
+      node = node[p]
+    return np.asarray(node)
+
+  for r in _rules(cfg):
+    value = get(r.path)
+    if r.upstream == "patch_embedding.weight":
+      inv = lambda w: w.reshape(pt, ph, pw, cfg.in_dim, cfg.dim).transpose(4, 3, 0, 1, 2)  # noqa: E731
+    elif r.transform is _linear_t:
+      inv = _linear_t
+    elif r.transform is _squeeze0:
+      inv = lambda w: w[None]  # noqa: E731
+    else:
+      inv = _identity
+    if r.stacked:
+      for i in range(cfg.num_layers):
+        out[r.upstream.format(i=i)] = np.ascontiguousarray(inv(value[i]))
+    else:
+      out[r.upstream] = np.ascontiguousarray(inv(value))
+  assert all(math.prod(v.shape) > 0 for v in out.values())
+  return out

@@ -1,0 +1,413 @@
+"""Wan2.1 text-to-video diffusion transformer (Flax NNX), bidirectional and causal in one set of layers.
+
+One ``WanDiT`` serves
+  * the bidirectional model (teacher / critic): :meth:`WanDiT.__call__` over the
+    whole clip, with an optional key-padding mask from per-sample ``seq_lens``;
+  * the causal generator's per-block forward: :meth:`WanDiT.forward_tokens`
+    takes extra self-attention keys/values per layer (from a KV cache) with a
+    validity mask, a frame offset for RoPE, and returns the block's own keys and
+    values so a cache can store them. The cache engine itself lives elsewhere.
+
+Layout conventions (channels-last, unlike upstream's ``[C, F, H, W]``):
+  * latents ``x``: ``[B, F, H, W, C]`` (use :mod:`longlive_jax.layout` to convert);
+  * tokens: ``[B, S, D]`` with ``S = F * (H/ph) * (W/pw)``, flattened f-major, then
+    row, then column (upstream order);
+  * timesteps ``t``: ``[B]`` (one per sample) or ``[B, F]`` (one per frame, the causal
+    model); raw float values in [0, 1000];
+  * text ``context``: ``[B, text_len, text_dim]``, rows past the prompt zero. All
+    rows are attended to (upstream passes no text mask).
+
+The blocks are created with ``nnx.vmap`` so every parameter has a leading layer
+axis, and run with ``jax.lax.scan``: compile time does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from longlive_jax.config import WanConfig
+from longlive_jax.model import layers
+from longlive_jax.model.rope import apply_rope, grid_rope
+
+Array = jax.Array
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+class SelfAttention(nnx.Module):
+  """Self-attention with qk RMSNorm over the full width (before the head split) and 3D RoPE."""
+
+  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    self.q = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.k = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.v = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.o = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    if cfg.qk_norm:
+      self.norm_q = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
+      self.norm_k = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
+    self.num_heads = cfg.num_heads
+    self.qk_norm = cfg.qk_norm
+    self.impl = cfg.attention_impl
+
+  def qkv(self, x: Array, *, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
+    """Roped q, k and v of tokens ``x [B, S, D]`` -> each ``[B, S, H, Dh]``."""
+    b, s, d = x.shape
+    q, k = self.q(x), self.k(x)
+    if self.qk_norm:
+      q, k = self.norm_q(q), self.norm_k(k)
+    v = self.v(x)
+    shape = (b, s, self.num_heads, d // self.num_heads)
+    q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [B, S, H, Dh]
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+  def __call__(
+      self,
+      x: Array,
+      *,
+      cos: Array,
+      sin: Array,
+      key_mask: Array | None,
+      extra_kv: tuple[Array, Array, Array] | None,
+  ) -> tuple[Array, Array, Array]:
+    """Returns ``(out [B, S, D], k_new [B, S, H, Dh], v_new)``; k_new is roped.
+
+    ``extra_kv = (k, v, valid)`` with ``k, v [B, Sc, H, Dh]`` and bool ``valid [B, Sc]``
+    are keys/values placed before the new ones (a KV cache); they are used as given.
+    """
+    b, s, d = x.shape
+    q, k, v = self.qkv(x, cos=cos, sin=sin)
+    keys, values, mask = k, v, key_mask
+    if extra_kv is not None:
+      ek, ev, evalid = extra_kv
+      keys = jnp.concatenate([ek.astype(k.dtype), k], axis=1)  # [B, Sc + S, H, Dh]
+      values = jnp.concatenate([ev.astype(v.dtype), v], axis=1)
+      own = jnp.ones((b, s), bool) if key_mask is None else key_mask
+      mask = jnp.concatenate([evalid, own], axis=1)  # [B, Sc + S]
+    out = layers.attention(q, keys, values, key_mask=mask, impl=self.impl)  # [B, S, H, Dh]
+    return self.o(out.reshape(b, s, d)), k, v
+
+
+class CrossAttention(nnx.Module):
+  """Cross-attention to the embedded text; keys/values are precomputed once per prompt."""
+
+  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    self.q = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.k = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.v = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.o = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    if cfg.qk_norm:
+      self.norm_q = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
+      self.norm_k = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
+    self.num_heads = cfg.num_heads
+    self.qk_norm = cfg.qk_norm
+    self.impl = cfg.attention_impl
+
+  def kv(self, ctx: Array) -> tuple[Array, Array]:
+    """``ctx [B, T, D]`` (embedded text) -> ``(k, v)`` each ``[B, T, H, Dh]``."""
+    b, t, d = ctx.shape
+    k = self.k(ctx)
+    if self.qk_norm:
+      k = self.norm_k(k)
+    v = self.v(ctx)
+    shape = (b, t, self.num_heads, d // self.num_heads)
+    return k.reshape(shape), v.reshape(shape)  # [B, T, H, Dh]
+
+  def __call__(self, x: Array, *, k: Array, v: Array) -> Array:
+    b, s, d = x.shape
+    q = self.q(x)
+    if self.qk_norm:
+      q = self.norm_q(q)
+    q = q.reshape(b, s, self.num_heads, d // self.num_heads)  # [B, S, H, Dh]
+    out = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), key_mask=None, impl=self.impl)
+    return self.o(out.reshape(b, s, d))  # [B, S, D]
+
+
+class FeedForward(nnx.Module):
+  """``Linear -> GELU(tanh) -> Linear`` (upstream ``ffn.0`` / ``ffn.2``)."""
+
+  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    self.fc1 = layers.Dense(cfg.dim, cfg.ffn_dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.fc2 = layers.Dense(cfg.ffn_dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+
+  def __call__(self, x: Array) -> Array:
+    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=True))
+
+
+class WanBlock(nnx.Module):
+  """One transformer block with adaLN modulation (6 vectors: shift/scale/gate for attention and FFN)."""
+
+  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
+    pdt = _dtype(cfg.param_dtype)
+    self.modulation = nnx.Param((0.1 * jax.random.normal(rngs.params(), (6, cfg.dim))).astype(pdt))  # [6, D]
+    self.self_attn = SelfAttention(cfg, rngs=rngs)
+    if cfg.cross_attn_norm:
+      self.norm3 = layers.AffineLayerNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
+    self.cross_attn = CrossAttention(cfg, rngs=rngs)
+    self.ffn = FeedForward(cfg, rngs=rngs)
+    self.eps = cfg.eps
+    self.cross_attn_norm = cfg.cross_attn_norm
+
+  def __call__(
+      self,
+      x: Array,
+      *,
+      e0: Array,
+      cross_k: Array,
+      cross_v: Array,
+      cos: Array,
+      sin: Array,
+      key_mask: Array | None = None,
+      extra_kv: tuple[Array, Array, Array] | None = None,
+  ) -> tuple[Array, Array, Array]:
+    """One block.
+
+    Args:
+      x: float32 residual stream ``[B, S, D]``.
+      e0: float32 per-frame modulation from the time MLP, ``[B, F, 6, D]``.
+      cross_k, cross_v: this layer's text keys/values ``[B, T, H, Dh]``.
+      cos, sin: RoPE of the tokens, ``[S, Dh/2]``.
+      key_mask: optional bool ``[B, S]`` (padding of the bidirectional model).
+      extra_kv: optional cached ``(k, v, valid)`` for self-attention.
+
+    Returns:
+      ``(x, k_new, v_new)``: the updated residual and this call's roped keys/values.
+    """
+    b, s, d = x.shape
+    f = e0.shape[1]
+    mod = self.modulation[...].astype(jnp.float32)[None, None] + e0  # [B, F, 6, D]
+    mod = mod[:, :, :, None, :]  # [B, F, 6, 1, D]
+    shift1, scale1, gate1, shift2, scale2, gate2 = (mod[:, :, i] for i in range(6))  # each [B, F, 1, D]
+    dt = self.self_attn.q.dtype
+
+    def modulate(h, shift, scale):
+      h = layers.layer_norm(h, eps=self.eps).reshape(b, f, s // f, d)  # [B, F, S/F, D]
+      return (h * (1.0 + scale) + shift).reshape(b, s, d).astype(dt)
+
+    def gated(y, gate):
+      return (y.astype(jnp.float32).reshape(b, f, s // f, d) * gate).reshape(b, s, d)
+
+    y, k_new, v_new = self.self_attn(
+        modulate(x, shift1, scale1), cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+    )
+    x = x + gated(y, gate1)
+    h = self.norm3(x) if self.cross_attn_norm else x
+    x = x + self.cross_attn(h.astype(dt), k=cross_k, v=cross_v).astype(jnp.float32)
+    x = x + gated(self.ffn(modulate(x, shift2, scale2)), gate2)
+    return x, k_new, v_new
+
+
+class WanDiT(nnx.Module):
+  """The Wan2.1 DiT. See the module docstring for layouts."""
+
+  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
+    f32 = jnp.float32
+    self.patch_embedding = layers.Dense(cfg.patch_dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.text_embedding_0 = layers.Dense(cfg.text_dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    self.text_embedding_2 = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
+    # Timestep path, modulation and head run in float32 as in upstream Wan.
+    self.time_embedding_0 = layers.Dense(cfg.freq_dim, cfg.dim, rngs=rngs, dtype=f32, param_dtype=pdt)
+    self.time_embedding_2 = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=f32, param_dtype=pdt)
+    self.time_projection = layers.Dense(cfg.dim, 6 * cfg.dim, rngs=rngs, dtype=f32, param_dtype=pdt)
+
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make_blocks(rngs):
+      return WanBlock(cfg, rngs=rngs)
+
+    self.blocks = make_blocks(rngs)
+    self.head_modulation = nnx.Param((0.1 * jax.random.normal(rngs.params(), (2, cfg.dim))).astype(pdt))  # [2, D]
+    self.head = layers.Dense(cfg.dim, cfg.out_patch_dim, rngs=rngs, dtype=f32, param_dtype=pdt)
+
+  # ----------------------------------------------------------------------------------------------
+  # Pieces, usable on their own by the streaming engine.
+
+  def patchify(self, x: Array) -> Array:
+    """``[B, F, H, W, C]`` -> patch vectors ``[B, S, ph*pw*C]`` ordered (kh, kw, c)."""
+    b, f, h, w, c = x.shape
+    _, ph, pw = self.cfg.patch_size
+    if h % ph or w % pw:
+      raise ValueError(f"latent height/width {h}x{w} must be divisible by the patch size {ph}x{pw}")
+    x = x.reshape(b, f, h // ph, ph, w // pw, pw, c)  # [B, F, H', ph, W', pw, C]
+    x = x.transpose(0, 1, 2, 4, 3, 5, 6)  # [B, F, H', W', ph, pw, C]
+    return x.reshape(b, f * (h // ph) * (w // pw), ph * pw * c)  # [B, S, P]
+
+  def unpatchify(self, y: Array, *, frames: int, height: int, width: int) -> Array:
+    """Head output ``[B, S, ph*pw*C]`` (ordered (kh, kw, c), upstream's (p, q, r, c)) -> ``[B, F, H, W, C]``."""
+    b = y.shape[0]
+    _, ph, pw = self.cfg.patch_size
+    hh, ww = height // ph, width // pw
+    y = y.reshape(b, frames, hh, ww, ph, pw, self.cfg.out_dim)  # [B, F, H', W', ph, pw, C]
+    y = y.transpose(0, 1, 2, 4, 3, 5, 6)  # [B, F, H', ph, W', pw, C]
+    return y.reshape(b, frames, height, width, self.cfg.out_dim)  # [B, F, H, W, C]
+
+  def time_embed(self, t: Array) -> tuple[Array, Array]:
+    """Per-frame timesteps ``t [B, F]`` -> ``(e [B, F, D], e0 [B, F, 6, D])``, float32."""
+    emb = layers.sinusoidal_embedding(t, self.cfg.freq_dim)  # [B, F, freq_dim]
+    e = self.time_embedding_2(jax.nn.silu(self.time_embedding_0(emb)))  # [B, F, D]
+    e0 = self.time_projection(jax.nn.silu(e))  # [B, F, 6D]
+    return e, e0.reshape(*e0.shape[:-1], 6, self.cfg.dim)  # [B, F, 6, D]
+
+  def embed_text(self, context: Array) -> Array:
+    """``[B, T, text_dim]`` -> ``[B, T, D]`` (``Linear -> GELU(tanh) -> Linear``); padding rows included."""
+    return self.text_embedding_2(jax.nn.gelu(self.text_embedding_0(context), approximate=True))
+
+  def cross_kv(self, context: Array) -> tuple[Array, Array]:
+    """Text keys/values of every layer: ``(k, v)`` each ``[L, B, T, H, Dh]``.
+
+    Computed once per prompt (upstream's ``crossattn_cache``) and reused by every call.
+    """
+    ctx = self.embed_text(context)
+    graphdef, state = nnx.split(self.blocks)
+
+    def body(_, layer_state):
+      blk = nnx.merge(graphdef, layer_state)
+      return None, blk.cross_attn.kv(ctx)
+
+    _, (k, v) = jax.lax.scan(body, None, state)
+    return k, v
+
+  def rope(self, *, frame_pos: Array, height: int, width: int) -> tuple[Array, Array]:
+    """RoPE cos/sin ``[S, Dh/2]`` for a token grid of latent size height x width at frames ``frame_pos [F]``."""
+    _, ph, pw = self.cfg.patch_size
+    return grid_rope(
+        frame_pos=frame_pos,
+        height=height // ph,
+        width=width // pw,
+        head_dim=self.cfg.head_dim,
+        max_len=self.cfg.rope_max_len,
+        theta=self.cfg.rope_theta,
+    )
+
+  def run_blocks(
+      self,
+      tokens: Array,
+      *,
+      e0: Array,
+      cross_k: Array,
+      cross_v: Array,
+      cos: Array,
+      sin: Array,
+      key_mask: Array | None = None,
+      extra_kv: tuple[Array, Array, Array] | None = None,
+  ) -> tuple[Array, Array, Array]:
+    """Scans the stacked blocks.
+
+    Args:
+      tokens: ``[B, S, D]`` embedded patches.
+      e0: ``[B, F, 6, D]``.
+      cross_k, cross_v: ``[L, B, T, H, Dh]`` from :meth:`cross_kv`.
+      extra_kv: optional ``(k [L, B, Sc, H, Dh], v [L, B, Sc, H, Dh], valid [B, Sc])``.
+
+    Returns:
+      ``(tokens [B, S, D] float32, k_new [L, B, S, H, Dh], v_new [L, B, S, H, Dh])``.
+    """
+    graphdef, state = nnx.split(self.blocks)
+    x = tokens.astype(jnp.float32)
+    valid = None if extra_kv is None else extra_kv[2]
+
+    def body(x, xs):
+      layer_state, ck, cv, ek, ev = xs
+      blk = nnx.merge(graphdef, layer_state)
+      extra = None if ek is None else (ek, ev, valid)
+      x, k, v = blk(x, e0=e0, cross_k=ck, cross_v=cv, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra)
+      return x, (k, v)
+
+    ek, ev = (None, None) if extra_kv is None else extra_kv[:2]
+    x, (k_new, v_new) = jax.lax.scan(body, x, (state, cross_k, cross_v, ek, ev))
+    return x, k_new, v_new
+
+  def head_out(self, x: Array, e: Array) -> Array:
+    """Output head modulated by ``e [B, F, D]`` (not e0): ``[B, S, D]`` -> ``[B, S, out_patch_dim]``."""
+    b, s, d = x.shape
+    f = e.shape[1]
+    mod = self.head_modulation[...].astype(jnp.float32)[None, None] + e[:, :, None, :]  # [B, F, 2, D]
+    shift, scale = mod[:, :, 0:1], mod[:, :, 1:2]  # [B, F, 1, D]
+    h = layers.layer_norm(x, eps=self.cfg.eps).reshape(b, f, s // f, d)  # [B, F, S/F, D]
+    h = (h * (1.0 + scale) + shift).reshape(b, s, d)
+    return self.head(h)  # [B, S, out_patch_dim]
+
+  # ----------------------------------------------------------------------------------------------
+  # Entry points.
+
+  def forward_tokens(
+      self,
+      x: Array,
+      t: Array,
+      *,
+      cross_k: Array,
+      cross_v: Array,
+      frame_pos: Array,
+      key_mask: Array | None = None,
+      extra_kv: tuple[Array, Array, Array] | None = None,
+  ) -> tuple[Array, Array, Array]:
+    """Forward of latents ``x [B, F, H, W, C]`` with precomputed text K/V and explicit frame positions.
+
+    Args:
+      t: ``[B]`` or ``[B, F]`` timesteps.
+      frame_pos: int ``[F]`` RoPE frame index of each frame (absolute, e.g. ``start + arange(F)``).
+      key_mask: optional bool ``[B, S]`` self-attention key mask for the new tokens.
+      extra_kv: optional cached ``(k, v, valid)``, see :meth:`run_blocks`.
+
+    Returns:
+      ``(v_pred [B, F, H, W, C] float32, k_new [L, B, S, H, Dh], v_new)``.
+    """
+    b, f, h, w, _ = x.shape
+    t = jnp.asarray(t, jnp.float32)
+    if t.ndim == 1:
+      t = jnp.broadcast_to(t[:, None], (b, f))
+    e, e0 = self.time_embed(t)
+    tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
+    cos, sin = self.rope(frame_pos=frame_pos, height=h, width=w)
+    out, k_new, v_new = self.run_blocks(
+        tokens, e0=e0, cross_k=cross_k, cross_v=cross_v, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+    )
+    y = self.head_out(out, e)
+    return self.unpatchify(y, frames=f, height=h, width=w), k_new, v_new
+
+  def __call__(self, x: Array, t: Array, context: Array, *, seq_lens: Array | None = None) -> Array:
+    """Bidirectional forward (teacher / critic): velocity ``v ~ noise - x0`` of shape ``[B, F, H, W, C]``.
+
+    Args:
+      x: ``[B, F, H, W, C]`` latents.
+      t: ``[B]`` or ``[B, F]`` timesteps in [0, 1000].
+      context: ``[B, text_len, text_dim]`` text embeddings (zero rows past the prompt).
+      seq_lens: optional int ``[B]``: tokens of each sample beyond this count are
+        padding and are masked as self-attention keys (upstream ``seq_lens``).
+    """
+    b, f, h, w, _ = x.shape
+    _, ph, pw = self.cfg.patch_size
+    cross_k, cross_v = self.cross_kv(context)
+    key_mask = None
+    if seq_lens is not None:
+      s = f * (h // ph) * (w // pw)
+      key_mask = jnp.arange(s)[None, :] < jnp.asarray(seq_lens)[:, None]  # [B, S]
+    out, _, _ = self.forward_tokens(
+        x, t, cross_k=cross_k, cross_v=cross_v, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=key_mask
+    )
+    return out
+
+
+def init_model(cfg: WanConfig, *, seed: int = 0) -> WanDiT:
+  """A randomly initialised model (tests, benchmarks); real weights come from :mod:`longlive_jax.convert`."""
+  return WanDiT(cfg, rngs=nnx.Rngs(seed))
+
+
+def abstract_model(cfg: WanConfig) -> WanDiT:
+  """The model with ``jax.ShapeDtypeStruct`` leaves: full-size structure without allocating."""
+  return nnx.eval_shape(lambda: WanDiT(cfg, rngs=nnx.Rngs(0)))
+
+
+def count_params(model: nnx.Module) -> int:
+  state = nnx.state(model, nnx.Param)
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(state))
