@@ -1,0 +1,106 @@
+"""Orbax checkpoints of converted models: ``<dir>/params`` (+ ``<dir>/lora``) and ``<dir>/longlive_jax.json``.
+
+Writes go to a sibling temporary folder that is renamed into place only after
+everything (parameters, adapter, metadata) is on disk, so an interrupted
+conversion never leaves a folder that loads as a valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from longlive_jax.config import WanConfig
+from longlive_jax.convert.errors import CheckpointError
+
+META_FILE = "longlive_jax.json"
+FORMAT_VERSION = 1
+
+
+def save(
+    out_dir: str | Path,
+    *,
+    cfg: WanConfig,
+    params: dict,
+    adapter: dict | None = None,
+    adapter_meta: dict | None = None,
+    meta: dict | None = None,
+    overwrite: bool = False,
+) -> Path:
+  """Saves a model (and optionally a separate LoRA adapter) as an Orbax checkpoint folder."""
+  out = Path(out_dir).absolute()
+  if out.exists() and not overwrite:
+    raise CheckpointError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+  try:
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(tmp / "params", params)
+    if adapter is not None:
+      ckptr.save(tmp / "lora", adapter)
+    ckptr.wait_until_finished()
+    info = {
+        "format_version": FORMAT_VERSION,
+        "model": "wan_dit",
+        "config": cfg.to_dict(),
+        "lora": adapter_meta if adapter is not None else None,
+        "meta": meta or {},
+    }
+    (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
+    if out.exists():
+      shutil.rmtree(out)
+    os.replace(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out
+
+
+def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:
+  path = Path(ckpt_dir).absolute()
+  meta_path = path / META_FILE
+  if not path.is_dir():
+    raise CheckpointError(f"{path}: no such checkpoint folder")
+  if not meta_path.is_file():
+    raise CheckpointError(f"{path}: not a longlive-jax checkpoint ({META_FILE} missing; an interrupted save?)")
+  try:
+    info = json.loads(meta_path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{meta_path}: unreadable: {e}") from e
+  if info.get("format_version") != FORMAT_VERSION:
+    raise CheckpointError(f"{meta_path}: unsupported format_version {info.get('format_version')!r}")
+  return info
+
+
+def _abstract_like(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
+
+
+def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, dict, dict | None, dict]:
+  """Loads ``(config, params, adapter_or_None, info)``; ``dtype`` overrides the compute dtype of the config."""
+  path = Path(ckpt_dir).absolute()
+  info = read_meta(path)
+  cfg = WanConfig.from_dict(info["config"])
+  if dtype is not None:
+    cfg = cfg.replace(dtype=dtype)
+  from longlive_jax.model.params import params_of
+  from longlive_jax.model.wan import abstract_model
+
+  target = params_of(abstract_model(cfg))
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    params = ckptr.restore(path / "params", _abstract_like(target))
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise CheckpointError(f"{path}/params: does not match the config in {META_FILE}: {e}") from e
+  adapter = None
+  if info.get("lora") is not None:
+    adapter = ckptr.restore(path / "lora")
+  return cfg, params, adapter, info
