@@ -33,7 +33,11 @@ def resolve_config(src: sources.TensorSource, src_path: Path, config: str | None
       raise ConfigError(f"{cfg_file}: unreadable: {e}") from e
     if isinstance(d, dict) and "dim" in d and "num_heads" in d:
       return WanConfig.from_upstream(d), str(cfg_file)
-  return wan_dit.infer_config(src), "inferred from tensor shapes (head_dim 128)"
+  cfg = wan_dit.infer_config(src)
+  return cfg, (
+      f"inferred from tensor shapes: dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads "
+      "(assumes head_dim 128; pass --config or --num-heads otherwise)"
+  )
 
 
 @dataclasses.dataclass
@@ -58,6 +62,7 @@ def convert_dit(
     lora_alpha: float | None = None,
     lora_mode: str = "merge",
     dtype: str | None = None,
+    num_heads: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> ConvertSummary:
@@ -73,6 +78,8 @@ def convert_dit(
   cfg, cfg_source = resolve_config(src, src_path, config)
   if dtype is not None:
     cfg = cfg.replace(param_dtype=dtype)
+  if num_heads is not None:
+    cfg = cfg.replace(num_heads=num_heads)
   wan_dit.check_keys(src, cfg, origin=src.origin, shape_of=src.shape)
   adapter = adapter_meta = None
   model_src = src
@@ -101,8 +108,7 @@ def convert_dit(
 
   def tick(done, total):
     if bar is not None:
-      bar.n = done
-      bar.refresh()
+      bar.update(done - bar.n)
 
   params = wan_dit.convert(model_src, cfg, progress=tick)
   if bar is not None:

@@ -99,7 +99,7 @@ def sinusoidal_embedding(t: Array, dim: int) -> Array:
   half = dim // 2
   w64 = np.power(10000.0, -np.arange(half, dtype=np.float64) / half)  # [half]
   w32 = w64.astype(np.float32)
-  w_hi64 = (w32.view(np.uint32) & np.uint32(0xFFFFF800)).view(np.float32).astype(np.float64)  # 12 significant bits
+  w_hi64 = (w32.view(np.uint32) & np.uint32(0xFFFFF000)).view(np.float32).astype(np.float64)  # 12 significant bits
   w_hi = jnp.asarray(w_hi64, jnp.float32)
   w_lo = jnp.asarray(w64 - w_hi64, jnp.float32)
   t = jnp.asarray(t, jnp.float32)[..., None]  # [..., 1]

@@ -1,0 +1,3 @@
+from longlive_jax.cli import main
+
+raise SystemExit(main())
