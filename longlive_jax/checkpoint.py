@@ -26,14 +26,14 @@ FORMAT_VERSION = 1
 
 
 def save(
-    out_dir: str | Path,
-    *,
-    cfg: WanConfig,
-    params: dict,
-    adapter: dict | None = None,
-    adapter_meta: dict | None = None,
-    meta: dict | None = None,
-    overwrite: bool = False,
+  out_dir: str | Path,
+  *,
+  cfg: WanConfig,
+  params: dict,
+  adapter: dict | None = None,
+  adapter_meta: dict | None = None,
+  meta: dict | None = None,
+  overwrite: bool = False,
 ) -> Path:
   """Saves a model (and optionally a separate LoRA adapter) as an Orbax checkpoint folder."""
   out = Path(out_dir).absolute()
@@ -48,11 +48,12 @@ def save(
       ckptr.save(tmp / "lora", adapter)
     ckptr.wait_until_finished()
     info = {
-        "format_version": FORMAT_VERSION,
-        "model": "wan_dit",
-        "config": cfg.to_dict(),
-        "lora": adapter_meta if adapter is not None else None,
-        "meta": meta or {},
+      "format_version": FORMAT_VERSION,
+      "model": "wan_dit",
+      "config": cfg.to_dict(),
+      "lora": adapter_meta,
+      "has_adapter": adapter is not None,
+      "meta": meta or {},
     }
     (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
     if out.exists():
@@ -100,7 +101,16 @@ def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, 
     params = ckptr.restore(path / "params", _abstract_like(target))
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise CheckpointError(f"{path}/params: does not match the config in {META_FILE}: {e}") from e
+  want = dict(jax.tree_util.tree_flatten_with_path(target)[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  for key, spec in want.items():
+    if key not in got or tuple(np.shape(got[key])) != tuple(spec.shape):
+      name = jax.tree_util.keystr(key)
+      shape = tuple(np.shape(got[key])) if key in got else None
+      raise CheckpointError(
+        f"{path}/params: parameter {name} has shape {shape}, but the config in {META_FILE} implies {tuple(spec.shape)}"
+      )
   adapter = None
-  if info.get("lora") is not None:
+  if info.get("has_adapter"):
     adapter = ckptr.restore(path / "lora")
   return cfg, params, adapter, info

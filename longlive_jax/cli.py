@@ -18,31 +18,33 @@ from longlive_jax.convert.errors import CheckpointError
 
 def _add_convert(sub):
   p = sub.add_parser(
-      "convert",
-      help="convert a Wan / LongLive DiT checkpoint (and optionally a LoRA) into an Orbax checkpoint",
-      description=(
-          "Convert a Wan2.1 DiT checkpoint into a longlive-jax Orbax checkpoint folder. SRC is a Wan model folder, "
-          "a .safetensors file, a sharded checkpoint's .safetensors.index.json, or a LongLive / Self-Forcing .pt "
-          "container ({'generator' | 'generator_ema' | 'model': state_dict}). Conversion runs tensor by tensor."
-      ),
+    "convert",
+    help="convert a Wan / LongLive DiT checkpoint (and optionally a LoRA) into an Orbax checkpoint",
+    description=(
+      "Convert a Wan2.1 DiT checkpoint into a longlive-jax Orbax checkpoint folder. SRC is a Wan model folder, "
+      "a .safetensors file, a sharded checkpoint's .safetensors.index.json, or a LongLive / Self-Forcing .pt "
+      "container ({'generator' | 'generator_ema' | 'model': state_dict}). Conversion runs tensor by tensor."
+    ),
   )
   p.add_argument("src", help="weights: folder, .safetensors, .safetensors.index.json, or .pt/.pth")
   p.add_argument("--out", required=True, help="output checkpoint folder (must not exist unless --overwrite)")
   p.add_argument(
-      "--config",
-      help=f"model config: a preset ({', '.join(PRESETS)}) or a JSON file (ours or upstream config.json); "
-      "default: config.json beside the weights, else inferred from tensor shapes",
+    "--config",
+    help=f"model config: a preset ({', '.join(PRESETS)}) or a JSON file (ours or upstream config.json); "
+    "default: config.json beside the weights, else inferred from tensor shapes",
   )
   p.add_argument("--num-heads", type=int, help="attention heads (overrides the config; needed when head_dim != 128)")
-  p.add_argument("--container", choices=["generator", "generator_ema", "model"], help="entry of a .pt container to read")
+  p.add_argument(
+    "--container", choices=["generator", "generator_ema", "model"], help="entry of a .pt container to read"
+  )
   p.add_argument("--lora", help="PEFT LoRA file (LongLive lora.pt, bare PEFT dict, or adapter_model.safetensors)")
   p.add_argument("--lora-key", choices=["generator_lora", "critic_lora"], help="entry of a LongLive LoRA container")
   p.add_argument("--lora-alpha", type=float, help="LoRA alpha (default: adapter_config.json beside it, else = rank)")
   p.add_argument(
-      "--lora-mode",
-      choices=["merge", "separate"],
-      default="merge",
-      help="merge W + (alpha/r) B@A into the weights, or keep the adapter separate for training",
+    "--lora-mode",
+    choices=["merge", "separate"],
+    default="merge",
+    help="merge W + (alpha/r) B@A into the weights, or keep the adapter separate for training",
   )
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="storage dtype of the parameters (default float32)")
   p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -53,34 +55,36 @@ def _cmd_convert(a) -> int:
   from longlive_jax.convert.run import convert_dit
 
   s = convert_dit(
-      a.src,
-      a.out,
-      config=a.config,
-      container=a.container,
-      lora=a.lora,
-      lora_container=a.lora_key,
-      lora_alpha=a.lora_alpha,
-      lora_mode=a.lora_mode,
-      dtype=a.dtype,
-      num_heads=a.num_heads,
-      overwrite=a.overwrite,
-      progress=not a.quiet,
+    a.src,
+    a.out,
+    config=a.config,
+    container=a.container,
+    lora=a.lora,
+    lora_container=a.lora_key,
+    lora_alpha=a.lora_alpha,
+    lora_mode=a.lora_mode,
+    dtype=a.dtype,
+    num_heads=a.num_heads,
+    overwrite=a.overwrite,
+    progress=not a.quiet,
   )
   print(f"wrote {s.out}")
   print(f"  config: {s.config_source}")
   print(f"  tensors read: {s.num_tensors}, parameters: {s.num_params:,}")
   if s.lora:
-    print(f"  LoRA: rank {s.lora['rank']}, alpha {s.lora['alpha']} ({s.lora['alpha_source']}), "
-          f"{s.lora['modules']} modules, {s.lora['mode']}")
+    print(
+      f"  LoRA: rank {s.lora['rank']}, alpha {s.lora['alpha']} ({s.lora['alpha_source']}), "
+      f"{s.lora['modules']} modules, {s.lora['mode']}"
+    )
   print(f"  time: {s.seconds:.1f} s, peak memory: {s.peak_rss_mb:.0f} MB")
   return 0
 
 
 def _add_inspect(sub):
   p = sub.add_parser(
-      "inspect",
-      help="show the config and size of a converted checkpoint",
-      description="Print the config, parameter count and LoRA info of a longlive-jax checkpoint folder.",
+    "inspect",
+    help="show the config and size of a converted checkpoint",
+    description="Print the config, parameter count and LoRA info of a longlive-jax checkpoint folder.",
   )
   p.add_argument("checkpoint", help="checkpoint folder written by 'longlive-jax convert'")
 
@@ -95,12 +99,12 @@ def _cmd_inspect(a) -> int:
 
 def _add_parity(sub):
   p = sub.add_parser(
-      "parity",
-      help="check this installation against the golden PyTorch reference cases",
-      description=(
-          "Run every golden case (folders with case.json) and report the max abs error of each output against its "
-          "tolerance. Kinds not implemented yet are listed with the issue that brings them."
-      ),
+    "parity",
+    help="check this installation against the golden PyTorch reference cases",
+    description=(
+      "Run every golden case (folders with case.json) and report the max abs error of each output against its "
+      "tolerance. Kinds not implemented yet are listed with the issue that brings them."
+    ),
   )
   p.add_argument("--golden", help="folder of cases (default: $LONGLIVE_GOLDEN_DIR or ../shared/golden)")
   p.add_argument("--case", action="append", help="only this case folder name (repeatable)")
@@ -143,7 +147,7 @@ COMMANDS = {"convert": _cmd_convert, "inspect": _cmd_inspect, "parity": _cmd_par
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="longlive-jax", description="LongLive (real-time interactive long video generation) in JAX/Flax."
+    prog="longlive-jax", description="LongLive (real-time interactive long video generation) in JAX/Flax."
   )
   sub = parser.add_subparsers(dest="command", metavar="COMMAND")
   sub.required = True

@@ -16,7 +16,7 @@ from typing import Any
 
 # Upstream config.json keys that do not change the computation we implement.
 _IGNORED_UPSTREAM_KEYS = frozenset(
-    {"_class_name", "_diffusers_version", "model_type", "window_size", "local_attn_size", "sink_size"}
+  {"_class_name", "_diffusers_version", "model_type", "window_size", "local_attn_size", "sink_size"}
 )
 
 
@@ -157,9 +157,9 @@ def tiny_config(**overrides: Any) -> WanConfig:
 
 
 PRESETS: dict[str, WanConfig] = {
-    "wan2.1-t2v-1.3b": WAN_T2V_1_3B,
-    "wan2.1-t2v-14b": WAN_T2V_14B,
-    "tiny": tiny_config(),
+  "wan2.1-t2v-1.3b": WAN_T2V_1_3B,
+  "wan2.1-t2v-14b": WAN_T2V_14B,
+  "tiny": tiny_config(),
 }
 
 

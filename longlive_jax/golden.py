@@ -30,13 +30,13 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "golden
 
 # Kinds that later issues bring (kind -> issue).
 PLANNED_KINDS = {
-    "longlive_causal_stream": "issue 3 (streaming engine)",
-    "longlive_interactive_stream": "issue 3 (streaming engine)",
-    "longlive_infinity_stream": "issue 3 (streaming engine)",
-    "wan_vae": "issue 4 (VAE, umT5, pipeline)",
-    "umt5_encoder": "issue 4 (VAE, umT5, pipeline)",
-    "flow_scheduler": "issue 4 (VAE, umT5, pipeline)",
-    "dmd_loss": "issue 5 (training)",
+  "longlive_causal_stream": "issue 3 (streaming engine)",
+  "longlive_interactive_stream": "issue 3 (streaming engine)",
+  "longlive_infinity_stream": "issue 3 (streaming engine)",
+  "wan_vae": "issue 4 (VAE, umT5, pipeline)",
+  "umt5_encoder": "issue 4 (VAE, umT5, pipeline)",
+  "flow_scheduler": "issue 4 (VAE, umT5, pipeline)",
+  "dmd_loss": "issue 5 (training)",
 }
 
 
@@ -113,7 +113,9 @@ def _run_wan_dit_forward(case_dir: Path, case: dict) -> list[Comparison]:
   tokens = f * (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
   seq_lens = jnp.full((b,), tokens, jnp.int32)
   with jax.default_matmul_precision("highest"):
-    y = jax.jit(lambda m, x, t, c, s: m(x, t, c, seq_lens=s))(model, x, jnp.asarray(inp["t"]), jnp.asarray(inp["context"]), seq_lens)
+    y = jax.jit(lambda m, x, t, c, s: m(x, t, c, seq_lens=s))(
+      model, x, jnp.asarray(inp["t"]), jnp.asarray(inp["context"]), seq_lens
+    )
   return [compare("out", layout.to_wan(np.asarray(y)), out["out"], case["tolerance"])]
 
 
@@ -152,16 +154,16 @@ def _run_longlive_lora(case_dir: Path, case: dict) -> list[Comparison]:
   on_the_fly = model_from_params(cfg, model_lora.merge(params_of(plain), adapter, scale=peft.scale))
   flow_sep = _causal_first_call(on_the_fly, noise, ctx, t)
   return [
-      compare("flow_pred", flow, out["flow_pred"], tol),
-      compare("flow_pred_no_lora", flow_plain, out["flow_pred_no_lora"], tol),
-      compare("flow_pred (separate adapter)", flow_sep, out["flow_pred"], tol),
-      compare("x0_pred", noise - sigma * flow, out["x0_pred"], tol),
+    compare("flow_pred", flow, out["flow_pred"], tol),
+    compare("flow_pred_no_lora", flow_plain, out["flow_pred_no_lora"], tol),
+    compare("flow_pred (separate adapter)", flow_sep, out["flow_pred"], tol),
+    compare("x0_pred", noise - sigma * flow, out["x0_pred"], tol),
   ]
 
 
 RUNNERS: dict[str, Callable[[Path, dict], list[Comparison]]] = {
-    "wan_dit_forward": _run_wan_dit_forward,
-    "longlive_lora": _run_longlive_lora,
+  "wan_dit_forward": _run_wan_dit_forward,
+  "longlive_lora": _run_longlive_lora,
 }
 
 

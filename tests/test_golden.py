@@ -21,7 +21,7 @@ def _params():
     marks = []
     if kind in golden.PLANNED_KINDS and kind not in golden.RUNNERS:
       marks.append(
-          pytest.mark.xfail(raises=golden.UnsupportedKind, strict=True, reason=f"{kind}: {golden.PLANNED_KINDS[kind]}")
+        pytest.mark.xfail(raises=golden.UnsupportedKind, strict=True, reason=f"{kind}: {golden.PLANNED_KINDS[kind]}")
       )
     out.append(pytest.param(c, id=c.name, marks=marks))
   return out

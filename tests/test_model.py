@@ -152,11 +152,11 @@ def test_invalid_cache_entries_are_ignored_and_valid_ones_used():
   shape = (cfg.num_layers, 1, 10, cfg.num_heads, cfg.head_dim)
   garbage = (jnp.full(shape, 50.0), jnp.full(shape, -7.0))
   y_masked, _, _ = m.forward_tokens(
-      x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(*garbage, jnp.zeros((1, 10), bool))
+    x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(*garbage, jnp.zeros((1, 10), bool))
   )
   np.testing.assert_allclose(np.asarray(y_masked), np.asarray(y_ref), atol=1e-5)
   y_used, _, _ = m.forward_tokens(
-      x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(*garbage, jnp.ones((1, 10), bool))
+    x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(*garbage, jnp.ones((1, 10), bool))
   )
   assert np.abs(np.asarray(y_used) - np.asarray(y_ref)).max() > 1e-3
   assert k_new.shape == v_new.shape == (cfg.num_layers, 1, 3 * 2 * 3, cfg.num_heads, cfg.head_dim)
@@ -176,18 +176,22 @@ def test_cached_kv_equals_joint_attention():
   _, k0, v0 = m.forward_tokens(x[:, :3], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, dtype=jnp.int32))
   valid = jnp.ones((1, k0.shape[2]), bool)
   y1, _, _ = m.forward_tokens(
-      x[:, 3:], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, 6, dtype=jnp.int32), extra_kv=(k0, v0, valid)
+    x[:, 3:], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, 6, dtype=jnp.int32), extra_kv=(k0, v0, valid)
   )
   # Same result if the cache is stored in another slot order (keys are already roped).
   perm = jax.random.permutation(jax.random.key(3), k0.shape[2])
   y2, _, _ = m.forward_tokens(
-      x[:, 3:], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, 6, dtype=jnp.int32),
-      extra_kv=(k0[:, :, perm], v0[:, :, perm], valid),
+    x[:, 3:],
+    t,
+    cross_k=ck,
+    cross_v=cv,
+    frame_pos=jnp.arange(3, 6, dtype=jnp.int32),
+    extra_kv=(k0[:, :, perm], v0[:, :, perm], valid),
   )
   np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), atol=1e-5)
   # Frame offset matters: the same block at positions 0..2 differs.
   y3, _, _ = m.forward_tokens(
-      x[:, 3:], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, dtype=jnp.int32), extra_kv=(k0, v0, valid)
+    x[:, 3:], t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(3, dtype=jnp.int32), extra_kv=(k0, v0, valid)
   )
   assert np.abs(np.asarray(y3) - np.asarray(y1)).max() > 1e-4
 

@@ -75,7 +75,9 @@ def read_peft_lora(path: str | Path, *, container: str | None = None, alpha: flo
   for key in src:
     m = _KEY.match(key)
     if not m:
-      raise CheckpointError(f"{src.origin}: {key!r} is not a LoRA tensor (expected '<module>.lora_A.weight' / 'lora_B')")
+      raise CheckpointError(
+        f"{src.origin}: {key!r} is not a LoRA tensor (expected '<module>.lora_A.weight' / 'lora_B')"
+      )
     pairs.setdefault(_strip(m.group("module")), {})[m.group("ab")] = key
   if not pairs:
     raise CheckpointError(f"{src.origin}: the LoRA holds no adapted modules")
@@ -105,7 +107,9 @@ def read_peft_lora(path: str | Path, *, container: str | None = None, alpha: flo
     else:
       alpha = float(rank)
       alpha_source = "assumed alpha = rank (LongLive's setting; pass the alpha if yours differs)"
-  return PeftLora(rank=rank, alpha=float(alpha), modules=modules, shapes=shapes, origin=src.origin, alpha_source=alpha_source)
+  return PeftLora(
+    rank=rank, alpha=float(alpha), modules=modules, shapes=shapes, origin=src.origin, alpha_source=alpha_source
+  )
 
 
 def _torch_lora_source(path: Path, container: str | None) -> sources.TensorSource:
@@ -146,7 +150,9 @@ def check_against_base(lora: PeftLora, base: Mapping, *, shape_of: Callable[[str
       problems.append(f"{name!r}: LoRA gives [out, in] = {(sb[0], sa[1])}, base weight {key!r} is {w}")
   if problems:
     raise CheckpointError(
-        f"LoRA {lora.origin} does not match the base model: " + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "")
+      f"LoRA {lora.origin} does not match the base model: "
+      + "; ".join(problems[:8])
+      + (" ..." if len(problems) > 8 else "")
     )
 
 
@@ -189,7 +195,7 @@ def adapter_tree(lora: PeftLora, cfg: WanConfig) -> dict:
   outside = [n for n in lora.modules if not re.match(r"^blocks\.\d+\.", n) or n.split(".", 2)[2] not in by_name]
   if outside:
     raise CheckpointError(
-        f"LoRA {lora.origin} adapts modules outside the transformer blocks ({outside[:4]}); merge it instead"
+      f"LoRA {lora.origin} adapts modules outside the transformer blocks ({outside[:4]}); merge it instead"
     )
   tree: dict = {}
   for name, (sa, sb) in lora.shapes.items():

@@ -35,8 +35,8 @@ def resolve_config(src: sources.TensorSource, src_path: Path, config: str | None
       return WanConfig.from_upstream(d), str(cfg_file)
   cfg = wan_dit.infer_config(src)
   return cfg, (
-      f"inferred from tensor shapes: dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads "
-      "(assumes head_dim 128; pass --config or --num-heads otherwise)"
+    f"inferred from tensor shapes: dim {cfg.dim}, {cfg.num_layers} layers, {cfg.num_heads} heads "
+    "(assumes head_dim 128; pass --config or --num-heads otherwise)"
   )
 
 
@@ -52,19 +52,19 @@ class ConvertSummary:
 
 
 def convert_dit(
-    src_path: str | Path,
-    out: str | Path,
-    *,
-    config: str | None = None,
-    container: str | None = None,
-    lora: str | Path | None = None,
-    lora_container: str | None = None,
-    lora_alpha: float | None = None,
-    lora_mode: str = "merge",
-    dtype: str | None = None,
-    num_heads: int | None = None,
-    overwrite: bool = False,
-    progress: bool = True,
+  src_path: str | Path,
+  out: str | Path,
+  *,
+  config: str | None = None,
+  container: str | None = None,
+  lora: str | Path | None = None,
+  lora_container: str | None = None,
+  lora_alpha: float | None = None,
+  lora_mode: str = "merge",
+  dtype: str | None = None,
+  num_heads: int | None = None,
+  overwrite: bool = False,
+  progress: bool = True,
 ) -> ConvertSummary:
   """Converts a Wan / LongLive DiT checkpoint (optionally with a LoRA) into an Orbax checkpoint folder."""
   t0 = time.time()
@@ -87,13 +87,13 @@ def convert_dit(
     peft = lora_lib.read_peft_lora(lora, container=lora_container, alpha=lora_alpha)
     lora_lib.check_against_base(peft, src, shape_of=src.shape)
     adapter_meta = {
-        "rank": peft.rank,
-        "alpha": peft.alpha,
-        "scale": peft.scale,
-        "alpha_source": peft.alpha_source,
-        "modules": len(peft.modules),
-        "origin": peft.origin,
-        "mode": lora_mode,
+      "rank": peft.rank,
+      "alpha": peft.alpha,
+      "scale": peft.scale,
+      "alpha_source": peft.alpha_source,
+      "modules": len(peft.modules),
+      "origin": peft.origin,
+      "mode": lora_mode,
     }
     if lora_mode == "merge":
       model_src = lora_lib.MergedSource(src, peft)
@@ -115,13 +115,13 @@ def convert_dit(
     bar.close()
   num_params = sum(v.size for v in _leaves(params))
   checkpoint.save(
-      out,
-      cfg=cfg,
-      params=params,
-      adapter=adapter,
-      adapter_meta=adapter_meta,
-      meta={"source": str(src_path), "config_source": cfg_source, "num_params": num_params},
-      overwrite=overwrite,
+    out,
+    cfg=cfg,
+    params=params,
+    adapter=adapter,
+    adapter_meta=adapter_meta,
+    meta={"source": str(src_path), "config_source": cfg_source, "num_params": num_params},
+    overwrite=overwrite,
   )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
   return ConvertSummary(out, cfg_source, len(src), num_params, adapter_meta, time.time() - t0, peak)

@@ -28,16 +28,16 @@ from longlive_jax.convert import torch_pickle
 from longlive_jax.convert.errors import CheckpointError
 
 _ST_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
+  "F64": np.float64,
+  "F32": np.float32,
+  "F16": np.float16,
+  "BF16": ml_dtypes.bfloat16,
+  "I64": np.int64,
+  "I32": np.int32,
+  "I16": np.int16,
+  "I8": np.int8,
+  "U8": np.uint8,
+  "BOOL": np.bool_,
 }
 
 # Fragments inserted into parameter names by wrappers; removed wherever they appear.
@@ -170,8 +170,8 @@ def _read_torch(path: Path, container: str | None) -> TensorSource:
     if key in obj and _is_tensor_dict(obj[key]):
       return _from_torch_dict(obj[key], f"{path}[{key}]")
   raise CheckpointError(
-      f"{path}: not a model checkpoint: expected a state dict or a container with one of "
-      f"{', '.join(CONTAINER_KEYS)}; top-level keys are {sorted(map(str, obj))[:10]}"
+    f"{path}: not a model checkpoint: expected a state dict or a container with one of "
+    f"{', '.join(CONTAINER_KEYS)}; top-level keys are {sorted(map(str, obj))[:10]}"
   )
 
 
@@ -185,10 +185,10 @@ def strip_prefixes(key: str) -> str:
 def find_weights_in_dir(path: Path) -> Path:
   """The weights file inside a Wan model folder."""
   for name in (
-      "diffusion_pytorch_model.safetensors.index.json",
-      "diffusion_pytorch_model.safetensors",
-      "model.safetensors.index.json",
-      "model.safetensors",
+    "diffusion_pytorch_model.safetensors.index.json",
+    "diffusion_pytorch_model.safetensors",
+    "model.safetensors.index.json",
+    "model.safetensors",
   ):
     if (path / name).is_file():
       return path / name
@@ -196,9 +196,9 @@ def find_weights_in_dir(path: Path) -> Path:
   if len(found) == 1:
     return found[0]
   raise CheckpointError(
-      f"{path}: no DiT weights found (expected diffusion_pytorch_model.safetensors or its .index.json"
-      + (f"; several candidates: {[p.name for p in found]}" if found else "")
-      + ")"
+    f"{path}: no DiT weights found (expected diffusion_pytorch_model.safetensors or its .index.json"
+    + (f"; several candidates: {[p.name for p in found]}" if found else "")
+    + ")"
   )
 
 
@@ -227,7 +227,7 @@ def open_state_dict(path: str | Path, *, container: str | None = None) -> Tensor
         src = _read_safetensors(path)
       except CheckpointError:
         raise CheckpointError(
-            f"{path}: not a checkpoint (expected .safetensors, a safetensors index .json, or a torch .pt/.pth)"
+          f"{path}: not a checkpoint (expected .safetensors, a safetensors index .json, or a torch .pt/.pth)"
         ) from None
   if len(src) == 0:
     raise CheckpointError(f"{path}: the checkpoint holds no tensors")

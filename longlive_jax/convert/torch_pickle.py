@@ -26,34 +26,34 @@ import numpy as np
 from longlive_jax.convert.errors import CheckpointError
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": ml_dtypes.bfloat16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+  "FloatStorage": np.float32,
+  "DoubleStorage": np.float64,
+  "HalfStorage": np.float16,
+  "BFloat16Storage": ml_dtypes.bfloat16,
+  "LongStorage": np.int64,
+  "IntStorage": np.int32,
+  "ShortStorage": np.int16,
+  "CharStorage": np.int8,
+  "ByteStorage": np.uint8,
+  "BoolStorage": np.bool_,
 }
 
 _TORCH_DTYPES = {
-    "float32": np.float32,
-    "float": np.float32,
-    "float64": np.float64,
-    "double": np.float64,
-    "float16": np.float16,
-    "half": np.float16,
-    "bfloat16": ml_dtypes.bfloat16,
-    "int64": np.int64,
-    "long": np.int64,
-    "int32": np.int32,
-    "int": np.int32,
-    "int16": np.int16,
-    "int8": np.int8,
-    "uint8": np.uint8,
-    "bool": np.bool_,
+  "float32": np.float32,
+  "float": np.float32,
+  "float64": np.float64,
+  "double": np.float64,
+  "float16": np.float16,
+  "half": np.float16,
+  "bfloat16": ml_dtypes.bfloat16,
+  "int64": np.int64,
+  "long": np.int64,
+  "int32": np.int32,
+  "int": np.int32,
+  "int16": np.int16,
+  "int8": np.int8,
+  "uint8": np.uint8,
+  "bool": np.bool_,
 }
 
 
@@ -120,7 +120,7 @@ class LazyTensor:
       return raw[self.offset].copy()
     itemsize = raw.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        raw[self.offset :], shape=self.shape, strides=tuple(s * itemsize for s in self.stride), writeable=False
+      raw[self.offset :], shape=self.shape, strides=tuple(s * itemsize for s in self.stride), writeable=False
     )
     return np.ascontiguousarray(view)
 
@@ -135,13 +135,13 @@ def _rebuild_parameter(data, *_unused):
 
 class _Unpickler(pickle.Unpickler):
   _ALLOWED = {
-      ("collections", "OrderedDict"): collections.OrderedDict,
-      ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-      ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-      ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-      ("builtins", "set"): set,
-      ("builtins", "frozenset"): frozenset,
-      ("builtins", "slice"): slice,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("builtins", "slice"): slice,
   }
 
   def __init__(self, fh, archive: _Archive):
@@ -161,7 +161,7 @@ class _Unpickler(pickle.Unpickler):
       # Training saves sometimes pickle their config; keep a readable placeholder.
       return lambda *a, **k: {"__unreadable__": f"{module}.{name}"}
     raise CheckpointError(
-        f"{self.archive.path}: refusing to unpickle {module}.{name} (only tensors and plain containers are read)"
+      f"{self.archive.path}: refusing to unpickle {module}.{name} (only tensors and plain containers are read)"
     )
 
   def persistent_load(self, pid):
@@ -184,8 +184,8 @@ def load(path: str | Path) -> Any:
     raise CheckpointError(f"{path}: no such file")
   if not zipfile.is_zipfile(path):
     raise CheckpointError(
-        f"{path}: not a torch zip checkpoint (legacy non-zip torch.save files are not supported; "
-        "re-save with torch >= 1.6, or convert to .safetensors)"
+      f"{path}: not a torch zip checkpoint (legacy non-zip torch.save files are not supported; "
+      "re-save with torch >= 1.6, or convert to .safetensors)"
     )
   try:
     archive = _Archive(path)

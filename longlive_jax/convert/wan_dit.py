@@ -27,24 +27,24 @@ from longlive_jax.convert.errors import CheckpointError
 
 # Per-block linear layers: (our path inside a block, upstream name inside a block).
 BLOCK_LINEARS = (
-    (("self_attn", "q"), "self_attn.q"),
-    (("self_attn", "k"), "self_attn.k"),
-    (("self_attn", "v"), "self_attn.v"),
-    (("self_attn", "o"), "self_attn.o"),
-    (("cross_attn", "q"), "cross_attn.q"),
-    (("cross_attn", "k"), "cross_attn.k"),
-    (("cross_attn", "v"), "cross_attn.v"),
-    (("cross_attn", "o"), "cross_attn.o"),
-    (("ffn", "fc1"), "ffn.0"),
-    (("ffn", "fc2"), "ffn.2"),
+  (("self_attn", "q"), "self_attn.q"),
+  (("self_attn", "k"), "self_attn.k"),
+  (("self_attn", "v"), "self_attn.v"),
+  (("self_attn", "o"), "self_attn.o"),
+  (("cross_attn", "q"), "cross_attn.q"),
+  (("cross_attn", "k"), "cross_attn.k"),
+  (("cross_attn", "v"), "cross_attn.v"),
+  (("cross_attn", "o"), "cross_attn.o"),
+  (("ffn", "fc1"), "ffn.0"),
+  (("ffn", "fc2"), "ffn.2"),
 )
 TOP_LINEARS = (
-    (("text_embedding_0",), "text_embedding.0"),
-    (("text_embedding_2",), "text_embedding.2"),
-    (("time_embedding_0",), "time_embedding.0"),
-    (("time_embedding_2",), "time_embedding.2"),
-    (("time_projection",), "time_projection.1"),
-    (("head",), "head.head"),
+  (("text_embedding_0",), "text_embedding.0"),
+  (("text_embedding_2",), "text_embedding.2"),
+  (("time_embedding_0",), "time_embedding.0"),
+  (("time_embedding_2",), "time_embedding.2"),
+  (("time_projection",), "time_projection.1"),
+  (("head",), "head.head"),
 )
 
 
@@ -75,22 +75,22 @@ def _rules(cfg: WanConfig) -> list[_Rule]:
   d, f = cfg.dim, cfg.ffn_dim
   pt, ph, pw = cfg.patch_size
   linear_shapes = {
-      "self_attn.q": (d, d),
-      "self_attn.k": (d, d),
-      "self_attn.v": (d, d),
-      "self_attn.o": (d, d),
-      "cross_attn.q": (d, d),
-      "cross_attn.k": (d, d),
-      "cross_attn.v": (d, d),
-      "cross_attn.o": (d, d),
-      "ffn.0": (f, d),
-      "ffn.2": (d, f),
-      "text_embedding.0": (d, cfg.text_dim),
-      "text_embedding.2": (d, d),
-      "time_embedding.0": (d, cfg.freq_dim),
-      "time_embedding.2": (d, d),
-      "time_projection.1": (6 * d, d),
-      "head.head": (cfg.out_patch_dim, d),
+    "self_attn.q": (d, d),
+    "self_attn.k": (d, d),
+    "self_attn.v": (d, d),
+    "self_attn.o": (d, d),
+    "cross_attn.q": (d, d),
+    "cross_attn.k": (d, d),
+    "cross_attn.v": (d, d),
+    "cross_attn.o": (d, d),
+    "ffn.0": (f, d),
+    "ffn.2": (d, f),
+    "text_embedding.0": (d, cfg.text_dim),
+    "text_embedding.2": (d, d),
+    "time_embedding.0": (d, cfg.freq_dim),
+    "time_embedding.2": (d, d),
+    "time_projection.1": (6 * d, d),
+    "head.head": (cfg.out_patch_dim, d),
   }
 
   def patch_kernel(w):
@@ -98,9 +98,9 @@ def _rules(cfg: WanConfig) -> list[_Rule]:
     return w.transpose(2, 3, 4, 1, 0).reshape(-1, w.shape[0])
 
   rules = [
-      _Rule(("patch_embedding", "kernel"), "patch_embedding.weight", (d, cfg.in_dim, pt, ph, pw), patch_kernel, False),
-      _Rule(("patch_embedding", "bias"), "patch_embedding.bias", (d,), _identity, False),
-      _Rule(("head_modulation",), "head.modulation", (1, 2, d), _squeeze0, False),
+    _Rule(("patch_embedding", "kernel"), "patch_embedding.weight", (d, cfg.in_dim, pt, ph, pw), patch_kernel, False),
+    _Rule(("patch_embedding", "bias"), "patch_embedding.bias", (d,), _identity, False),
+    _Rule(("head_modulation",), "head.modulation", (1, 2, d), _squeeze0, False),
   ]
   for path, name in TOP_LINEARS:
     out_f, in_f = linear_shapes[name]
@@ -145,20 +145,25 @@ def check_keys(src: Mapping, cfg: WanConfig, *, origin: str, shape_of: Callable[
     problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
   if unexpected:
     problems.append(
-        f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+      f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
     )
   bad = [(k, shape_of(k), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != tuple(s)]
   for k, got, exp in bad[:8]:
     problems.append(f"shape mismatch for {k!r}: checkpoint has {tuple(got)}, config expects {tuple(exp)}")
   if problems:
-    raise CheckpointError(f"{origin} does not match the Wan DiT config (dim={cfg.dim}, layers={cfg.num_layers}): " + "; ".join(problems))
+    raise CheckpointError(
+      f"{origin} does not match the Wan DiT config (dim={cfg.dim}, layers={cfg.num_layers}): " + "; ".join(problems)
+    )
 
 
 def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> WanConfig:
   """Reads the sizes of a Wan DiT from its tensor shapes (num_heads = dim / head_dim unless ``base`` says)."""
+
   def shape(k):
     if k not in src:
-      raise CheckpointError(f"{src.origin}: cannot infer the model config: missing {k!r} (is this a Wan DiT checkpoint?)")
+      raise CheckpointError(
+        f"{src.origin}: cannot infer the model config: missing {k!r} (is this a Wan DiT checkpoint?)"
+      )
     return src.shape(k)
 
   d, c_in, pt, ph, pw = shape("patch_embedding.weight")
@@ -170,17 +175,17 @@ def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> 
   base = base or WanConfig()
   heads = base.num_heads if base.dim == d else max(1, d // head_dim)
   return base.replace(
-      dim=d,
-      in_dim=c_in,
-      patch_size=(pt, ph, pw),
-      ffn_dim=ffn,
-      text_dim=text_dim,
-      freq_dim=freq_dim,
-      out_dim=out_patch // (pt * ph * pw),
-      num_layers=layers,
-      num_heads=heads,
-      qk_norm="blocks.0.self_attn.norm_q.weight" in src,
-      cross_attn_norm="blocks.0.norm3.weight" in src,
+    dim=d,
+    in_dim=c_in,
+    patch_size=(pt, ph, pw),
+    ffn_dim=ffn,
+    text_dim=text_dim,
+    freq_dim=freq_dim,
+    out_dim=out_patch // (pt * ph * pw),
+    num_layers=layers,
+    num_heads=heads,
+    qk_norm="blocks.0.self_attn.norm_q.weight" in src,
+    cross_attn_norm="blocks.0.norm3.weight" in src,
   )
 
 
@@ -191,11 +196,11 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 
 def convert(
-    src,
-    cfg: WanConfig,
-    *,
-    dtype: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+  src,
+  cfg: WanConfig,
+  *,
+  dtype: str | None = None,
+  progress: Callable[[int, int], None] | None = None,
 ) -> dict:
   """Builds our nested parameter dict (numpy) from an upstream-keyed source.
 

@@ -28,7 +28,9 @@ def _normal(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype) -> Array:
 class Dense(nnx.Module):
   """``y = x @ kernel + bias`` with kernel ``[in, out]``."""
 
-  def __init__(self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32):
+  def __init__(
+    self, in_features: int, out_features: int, *, rngs: nnx.Rngs, dtype=jnp.float32, param_dtype=jnp.float32
+  ):
     self.kernel = nnx.Param(_normal(rngs, (in_features, out_features), 1.0 / math.sqrt(in_features), param_dtype))
     self.bias = nnx.Param(_normal(rngs, (out_features,), 0.02, param_dtype))
     self.dtype = dtype
@@ -113,12 +115,12 @@ def sinusoidal_embedding(t: Array, dim: int) -> Array:
 
 
 def attention(
-    q: Array,
-    k: Array,
-    v: Array,
-    *,
-    key_mask: Array | None = None,
-    impl: str = "xla",
+  q: Array,
+  k: Array,
+  v: Array,
+  *,
+  key_mask: Array | None = None,
+  impl: str = "xla",
 ) -> Array:
   """Softmax attention with scale ``1/sqrt(Dh)`` and float32 logits/softmax.
 

@@ -45,7 +45,7 @@ def model_from_params(cfg: WanConfig, params: Mapping, *, sharding: jax.sharding
   for k, spec in want.items():
     if tuple(np.shape(have[k])) != tuple(spec.shape):
       raise CheckpointError(
-          f"parameter {'.'.join(map(str, k))} has shape {tuple(np.shape(have[k]))}, the model expects {tuple(spec.shape)}"
+        f"parameter {'.'.join(map(str, k))} has shape {tuple(np.shape(have[k]))}, the model expects {tuple(spec.shape)}"
       )
 
   def put(x, spec):

@@ -39,13 +39,13 @@ def _tables(head_dim: int, max_len: int, theta: float) -> tuple[np.ndarray, ...]
 
 
 def grid_rope(
-    *,
-    frame_pos: Array,
-    height: int,
-    width: int,
-    head_dim: int,
-    max_len: int = 1024,
-    theta: float = 10000.0,
+  *,
+  frame_pos: Array,
+  height: int,
+  width: int,
+  head_dim: int,
+  max_len: int = 1024,
+  theta: float = 10000.0,
 ) -> tuple[Array, Array]:
   """cos/sin for tokens of a (frames, height, width) patch grid, flattened f-major.
 

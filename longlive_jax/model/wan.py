@@ -68,13 +68,13 @@ class SelfAttention(nnx.Module):
     return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
   def __call__(
-      self,
-      x: Array,
-      *,
-      cos: Array,
-      sin: Array,
-      key_mask: Array | None,
-      extra_kv: tuple[Array, Array, Array] | None,
+    self,
+    x: Array,
+    *,
+    cos: Array,
+    sin: Array,
+    key_mask: Array | None,
+    extra_kv: tuple[Array, Array, Array] | None,
   ) -> tuple[Array, Array, Array]:
     """Returns ``(out [B, S, D], k_new [B, S, H, Dh], v_new)``; k_new is roped.
 
@@ -157,16 +157,16 @@ class WanBlock(nnx.Module):
     self.cross_attn_norm = cfg.cross_attn_norm
 
   def __call__(
-      self,
-      x: Array,
-      *,
-      e0: Array,
-      cross_k: Array,
-      cross_v: Array,
-      cos: Array,
-      sin: Array,
-      key_mask: Array | None = None,
-      extra_kv: tuple[Array, Array, Array] | None = None,
+    self,
+    x: Array,
+    *,
+    e0: Array,
+    cross_k: Array,
+    cross_v: Array,
+    cos: Array,
+    sin: Array,
+    key_mask: Array | None = None,
+    extra_kv: tuple[Array, Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
     """One block.
 
@@ -196,7 +196,7 @@ class WanBlock(nnx.Module):
       return (y.astype(jnp.float32).reshape(b, f, s // f, d) * gate).reshape(b, s, d)
 
     y, k_new, v_new = self.self_attn(
-        modulate(x, shift1, scale1), cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+      modulate(x, shift1, scale1), cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
     )
     x = x + gated(y, gate1)
     h = self.norm3(x) if self.cross_attn_norm else x
@@ -281,25 +281,25 @@ class WanDiT(nnx.Module):
     """RoPE cos/sin ``[S, Dh/2]`` for a token grid of latent size height x width at frames ``frame_pos [F]``."""
     _, ph, pw = self.cfg.patch_size
     return grid_rope(
-        frame_pos=frame_pos,
-        height=height // ph,
-        width=width // pw,
-        head_dim=self.cfg.head_dim,
-        max_len=self.cfg.rope_max_len,
-        theta=self.cfg.rope_theta,
+      frame_pos=frame_pos,
+      height=height // ph,
+      width=width // pw,
+      head_dim=self.cfg.head_dim,
+      max_len=self.cfg.rope_max_len,
+      theta=self.cfg.rope_theta,
     )
 
   def run_blocks(
-      self,
-      tokens: Array,
-      *,
-      e0: Array,
-      cross_k: Array,
-      cross_v: Array,
-      cos: Array,
-      sin: Array,
-      key_mask: Array | None = None,
-      extra_kv: tuple[Array, Array, Array] | None = None,
+    self,
+    tokens: Array,
+    *,
+    e0: Array,
+    cross_k: Array,
+    cross_v: Array,
+    cos: Array,
+    sin: Array,
+    key_mask: Array | None = None,
+    extra_kv: tuple[Array, Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
     """Scans the stacked blocks.
 
@@ -341,15 +341,15 @@ class WanDiT(nnx.Module):
   # Entry points.
 
   def forward_tokens(
-      self,
-      x: Array,
-      t: Array,
-      *,
-      cross_k: Array,
-      cross_v: Array,
-      frame_pos: Array,
-      key_mask: Array | None = None,
-      extra_kv: tuple[Array, Array, Array] | None = None,
+    self,
+    x: Array,
+    t: Array,
+    *,
+    cross_k: Array,
+    cross_v: Array,
+    frame_pos: Array,
+    key_mask: Array | None = None,
+    extra_kv: tuple[Array, Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
     """Forward of latents ``x [B, F, H, W, C]`` with precomputed text K/V and explicit frame positions.
 
@@ -370,7 +370,7 @@ class WanDiT(nnx.Module):
     tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
     cos, sin = self.rope(frame_pos=frame_pos, height=h, width=w)
     out, k_new, v_new = self.run_blocks(
-        tokens, e0=e0, cross_k=cross_k, cross_v=cross_v, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+      tokens, e0=e0, cross_k=cross_k, cross_v=cross_v, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
     )
     y = self.head_out(out, e)
     return self.unpatchify(y, frames=f, height=h, width=w), k_new, v_new
@@ -393,7 +393,7 @@ class WanDiT(nnx.Module):
       s = f * (h // ph) * (w // pw)
       key_mask = jnp.arange(s)[None, :] < jnp.asarray(seq_lens)[:, None]  # [B, S]
     out, _, _ = self.forward_tokens(
-        x, t, cross_k=cross_k, cross_v=cross_v, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=key_mask
+      x, t, cross_k=cross_k, cross_v=cross_v, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=key_mask
     )
     return out
 
