@@ -175,3 +175,63 @@ def run_case(case_dir: str | Path) -> CaseResult:
   if runner is None:
     raise UnsupportedKind(str(kind), case_dir)
   return CaseResult(case_dir.name, kind, runner(case_dir, case))
+
+
+def _run_stream(case_dir: Path, case: dict) -> list[Comparison]:
+  """``longlive_causal_stream`` / ``longlive_interactive_stream`` / ``longlive_infinity_stream``."""
+  from longlive_jax.stream.cache import StreamSpec
+  from longlive_jax.stream.driver import Streamer, Switch
+
+  cfg = model_config(case["config"]["model"])
+  pipe = case["config"]["pipeline"]
+  mk = pipe["model_kwargs"]
+  tol = case["tolerance"]
+  inp, out = np.load(case_dir / "inputs.npz"), np.load(case_dir / "outputs.npz")
+  pt = case_dir / "longlive_base.pt"
+  src = sources.open_state_dict(pt if pt.is_file() else case_dir / "weights.safetensors")
+  model = model_from_params(cfg, wan_dit.convert(src, cfg))
+  noise = jnp.asarray(layout.from_longlive(inp["noise"]))  # [B, T, H, W, C]
+  b, t, h, w, _ = noise.shape
+  n = pipe["num_frame_per_block"]
+  spec = StreamSpec(
+    block_frames=n,
+    sink_frames=mk["sink_size"],
+    window_frames=mk["local_attn_size"],
+    tokens_per_frame=(h // 2) * (w // 2),
+    relative_rope=bool(mk.get("use_infinite_attention", False)),
+  )
+  renoise = jnp.asarray(inp["renoise"]).transpose(0, 1, 2, 3, 5, 6, 4)  # [nb, steps-1, B, n, H, W, C]
+  pe = inp["prompt_embeds"]
+  contexts = [pe] if pe.ndim == 3 else list(pe)
+  switches = [Switch(int(f), i + 1) for i, f in enumerate(pipe.get("switch_frame_indices", []))]
+  with jax.default_matmul_precision("highest"):
+    streamer = Streamer(
+      model,
+      spec,
+      step_list=pipe["denoising_step_list"],
+      shift=mk["timestep_shift"],
+      context_t=float(pipe["context_noise"]),
+      global_sink=bool(pipe.get("global_sink", True)),
+    )
+    blocks, steps = [], []
+    for _, x0, info in streamer.stream(noise, renoise, contexts, switches):
+      blocks.append(np.asarray(x0))
+      steps.append(np.asarray(info["x0_steps"]))
+  latents = layout.to_longlive(np.concatenate(blocks, axis=1))
+  res = [compare("latents", latents, out["latents"], tol)]
+  steps = np.stack(steps)  # [nb, steps, B, n, H, W, C]
+  if "x0_steps" in out:
+    got = steps[:, :-1].transpose(0, 1, 2, 3, 6, 4, 5)
+    res.append(compare("x0_steps", got, out["x0_steps"], tol))
+  if "x0_step0" in out:
+    res.append(compare("x0_step0", steps[:, 0].transpose(0, 1, 2, 5, 3, 4), out["x0_step0"], tol))
+  return res
+
+
+RUNNERS.update(
+  {
+    "longlive_causal_stream": _run_stream,
+    "longlive_interactive_stream": _run_stream,
+    "longlive_infinity_stream": _run_stream,
+  }
+)

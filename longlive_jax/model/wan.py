@@ -56,8 +56,8 @@ class SelfAttention(nnx.Module):
     self.qk_norm = cfg.qk_norm
     self.impl = cfg.attention_impl
 
-  def qkv(self, x: Array, *, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
-    """Roped q, k and v of tokens ``x [B, S, D]`` -> each ``[B, S, H, Dh]``."""
+  def qkv(self, x: Array) -> tuple[Array, Array, Array]:
+    """Un-rotated q, k and v of tokens ``x [B, S, D]`` -> each ``[B, S, H, Dh]``."""
     b, s, d = x.shape
     q, k = self.q(x), self.k(x)
     if self.qk_norm:
@@ -65,7 +65,7 @@ class SelfAttention(nnx.Module):
     v = self.v(x)
     shape = (b, s, self.num_heads, d // self.num_heads)
     q, k, v = q.reshape(shape), k.reshape(shape), v.reshape(shape)  # [B, S, H, Dh]
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+    return q, k, v
 
   def __call__(
     self,
@@ -75,23 +75,30 @@ class SelfAttention(nnx.Module):
     sin: Array,
     key_mask: Array | None,
     extra_kv: tuple[Array, Array, Array] | None,
+    extra_rope: tuple[Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
-    """Returns ``(out [B, S, D], k_new [B, S, H, Dh], v_new)``; k_new is roped.
+    """Returns ``(out [B, S, D], k_store [B, S, H, Dh], v_new)``.
 
     ``extra_kv = (k, v, valid)`` with ``k, v [B, Sc, H, Dh]`` and bool ``valid [B, Sc]``
-    are keys/values placed before the new ones (a KV cache); they are used as given.
+    are keys/values placed before the new ones (a KV cache). With ``extra_rope=None``
+    the cached keys are already rotated (absolute RoPE) and ``k_store`` is the roped
+    new key. With ``extra_rope = (cos, sin) [Sc, Dh/2]`` (relative / "infinity" RoPE)
+    cached keys are raw, rotated here at their current positions, and ``k_store`` is raw.
     """
     b, s, d = x.shape
-    q, k, v = self.qkv(x, cos=cos, sin=sin)
+    q, k_raw, v = self.qkv(x)
+    q, k = apply_rope(q, cos, sin), apply_rope(k_raw, cos, sin)
     keys, values, mask = k, v, key_mask
     if extra_kv is not None:
       ek, ev, evalid = extra_kv
+      if extra_rope is not None:
+        ek = apply_rope(ek, *extra_rope)
       keys = jnp.concatenate([ek.astype(k.dtype), k], axis=1)  # [B, Sc + S, H, Dh]
       values = jnp.concatenate([ev.astype(v.dtype), v], axis=1)
       own = jnp.ones((b, s), bool) if key_mask is None else key_mask
       mask = jnp.concatenate([evalid, own], axis=1)  # [B, Sc + S]
     out = layers.attention(q, keys, values, key_mask=mask, impl=self.impl)  # [B, S, H, Dh]
-    return self.o(out.reshape(b, s, d)), k, v
+    return self.o(out.reshape(b, s, d)), (k_raw if extra_rope is not None else k), v
 
 
 class CrossAttention(nnx.Module):
@@ -167,6 +174,7 @@ class WanBlock(nnx.Module):
     sin: Array,
     key_mask: Array | None = None,
     extra_kv: tuple[Array, Array, Array] | None = None,
+    extra_rope: tuple[Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
     """One block.
 
@@ -196,7 +204,7 @@ class WanBlock(nnx.Module):
       return (y.astype(jnp.float32).reshape(b, f, s // f, d) * gate).reshape(b, s, d)
 
     y, k_new, v_new = self.self_attn(
-      modulate(x, shift1, scale1), cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+      modulate(x, shift1, scale1), cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv, extra_rope=extra_rope
     )
     x = x + gated(y, gate1)
     h = self.norm3(x) if self.cross_attn_norm else x
@@ -300,6 +308,7 @@ class WanDiT(nnx.Module):
     sin: Array,
     key_mask: Array | None = None,
     extra_kv: tuple[Array, Array, Array] | None = None,
+    extra_rope: tuple[Array, Array] | None = None,
   ) -> tuple[Array, Array, Array]:
     """Scans the stacked blocks.
 
@@ -320,7 +329,9 @@ class WanDiT(nnx.Module):
       layer_state, ck, cv, ek, ev = xs
       blk = nnx.merge(graphdef, layer_state)
       extra = None if ek is None else (ek, ev, valid)
-      x, k, v = blk(x, e0=e0, cross_k=ck, cross_v=cv, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra)
+      x, k, v = blk(
+        x, e0=e0, cross_k=ck, cross_v=cv, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra, extra_rope=extra_rope
+      )
       return x, (k, v)
 
     ek, ev = (None, None) if extra_kv is None else extra_kv[:2]
@@ -350,6 +361,7 @@ class WanDiT(nnx.Module):
     frame_pos: Array,
     key_mask: Array | None = None,
     extra_kv: tuple[Array, Array, Array] | None = None,
+    extra_frame_pos: Array | None = None,
   ) -> tuple[Array, Array, Array]:
     """Forward of latents ``x [B, F, H, W, C]`` with precomputed text K/V and explicit frame positions.
 
@@ -358,6 +370,8 @@ class WanDiT(nnx.Module):
       frame_pos: int ``[F]`` RoPE frame index of each frame (absolute, e.g. ``start + arange(F)``).
       key_mask: optional bool ``[B, S]`` self-attention key mask for the new tokens.
       extra_kv: optional cached ``(k, v, valid)``, see :meth:`run_blocks`.
+      extra_frame_pos: relative-RoPE mode only: int ``[Sc / tokens_per_frame]`` frame position of
+        each cached frame; cached keys are then raw and rotated here, and the returned keys are raw.
 
     Returns:
       ``(v_pred [B, F, H, W, C] float32, k_new [L, B, S, H, Dh], v_new)``.
@@ -369,8 +383,19 @@ class WanDiT(nnx.Module):
     e, e0 = self.time_embed(t)
     tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
     cos, sin = self.rope(frame_pos=frame_pos, height=h, width=w)
+    extra_rope = None
+    if extra_frame_pos is not None:
+      extra_rope = self.rope(frame_pos=extra_frame_pos, height=h, width=w)
     out, k_new, v_new = self.run_blocks(
-      tokens, e0=e0, cross_k=cross_k, cross_v=cross_v, cos=cos, sin=sin, key_mask=key_mask, extra_kv=extra_kv
+      tokens,
+      e0=e0,
+      cross_k=cross_k,
+      cross_v=cross_v,
+      cos=cos,
+      sin=sin,
+      key_mask=key_mask,
+      extra_kv=extra_kv,
+      extra_rope=extra_rope,
     )
     y = self.head_out(out, e)
     return self.unpatchify(y, frames=f, height=h, width=w), k_new, v_new
