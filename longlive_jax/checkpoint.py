@@ -20,6 +20,8 @@ import orbax.checkpoint as ocp
 
 from longlive_jax.config import WanConfig
 from longlive_jax.convert.errors import CheckpointError
+from longlive_jax.model.params import check_params, params_of
+from longlive_jax.model.wan import abstract_model
 
 META_FILE = "longlive_jax.json"
 FORMAT_VERSION = 1
@@ -92,24 +94,14 @@ def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, 
   cfg = WanConfig.from_dict(info["config"])
   if dtype is not None:
     cfg = cfg.replace(dtype=dtype)
-  from longlive_jax.model.params import params_of
-  from longlive_jax.model.wan import abstract_model
-
   target = params_of(abstract_model(cfg))
   ckptr = ocp.StandardCheckpointer()
   try:
     params = ckptr.restore(path / "params", _abstract_like(target))
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise CheckpointError(f"{path}/params: does not match the config in {META_FILE}: {e}") from e
-  want = dict(jax.tree_util.tree_flatten_with_path(target)[0])
-  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-  for key, spec in want.items():
-    if key not in got or tuple(np.shape(got[key])) != tuple(spec.shape):
-      name = jax.tree_util.keystr(key)
-      shape = tuple(np.shape(got[key])) if key in got else None
-      raise CheckpointError(
-        f"{path}/params: parameter {name} has shape {shape}, but the config in {META_FILE} implies {tuple(spec.shape)}"
-      )
+  # Orbax restores the stored shapes whatever the target says: check them against the config.
+  check_params(cfg, params, origin=f"{path}/params (config from {META_FILE})")
   adapter = None
   if info.get("has_adapter"):
     adapter = ckptr.restore(path / "lora")

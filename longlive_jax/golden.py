@@ -30,9 +30,6 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "golden
 
 # Kinds that later issues bring (kind -> issue).
 PLANNED_KINDS = {
-  "longlive_causal_stream": "issue 3 (streaming engine)",
-  "longlive_interactive_stream": "issue 3 (streaming engine)",
-  "longlive_infinity_stream": "issue 3 (streaming engine)",
   "wan_vae": "issue 4 (VAE, umT5, pipeline)",
   "umt5_encoder": "issue 4 (VAE, umT5, pipeline)",
   "flow_scheduler": "issue 4 (VAE, umT5, pipeline)",
@@ -122,17 +119,20 @@ def _run_wan_dit_forward(case_dir: Path, case: dict) -> list[Comparison]:
 def _causal_first_call(model, noise_btchw: np.ndarray, context: np.ndarray, t: float):
   """Block 0, step 0 of the causal generator with a fresh cache: keys = the block's own frames."""
   x = jnp.asarray(layout.from_longlive(noise_btchw))
-  b, f = x.shape[:2]
-
-  @jax.jit
-  def run(m, x, ctx):
-    ck, cv = m.cross_kv(ctx)
-    tt = jnp.full((b, f), t, jnp.float32)
-    v, _, _ = m.forward_tokens(x, tt, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(f, dtype=jnp.int32))
-    return v
-
   with jax.default_matmul_precision("highest"):
-    return np.asarray(layout.to_longlive(run(model, x, jnp.asarray(context))))
+    v = _first_call_jit(model, x, jnp.asarray(context), jnp.float32(t))
+  return np.asarray(layout.to_longlive(v))
+
+
+@jax.jit
+def _first_call_jit(m, x, ctx, t):
+  """One jitted program shared by every model of the same shape (models are pytree arguments)."""
+  ck, cv = m.cross_kv(ctx)
+  f = x.shape[1]
+  v, _, _ = m.forward_tokens(
+    x, jnp.full(x.shape[:2], t, jnp.float32), cross_k=ck, cross_v=cv, frame_pos=jnp.arange(f, dtype=jnp.int32)
+  )
+  return v
 
 
 def _run_longlive_lora(case_dir: Path, case: dict) -> list[Comparison]:

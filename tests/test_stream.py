@@ -73,7 +73,8 @@ def test_window_covering_the_video_equals_block_causal_full_forward():
   cfg, st = _setup(window=30, sink=3)
   nb = 3
   noise, renoise, ctx = _draws(cfg, nb)
-  outs = [np.asarray(x) for _, x, _ in st.stream(noise, renoise, [ctx])]
+  run = list(st.stream(noise, renoise, [ctx]))
+  outs = [np.asarray(x) for _, x, _ in run]
   model = init_model(cfg, seed=0)
   ck, cv = model.cross_kv(ctx)
   # Reference for the last block's first denoising step: run blocks sequentially without any cache, feeding the
@@ -94,7 +95,7 @@ def test_window_covering_the_video_equals_block_causal_full_forward():
     _, k, v = model.forward_tokens(clean, jnp.zeros((1, 3)), cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=extra)
     ks.append(k)
     vs.append(v)
-  got = list(st.stream(noise, renoise, [ctx]))[-1][2]["x0_steps"][0]
+  got = run[-1][2]["x0_steps"][0]
   np.testing.assert_allclose(np.asarray(got), np.asarray(x0_ref), atol=2e-5)
 
 

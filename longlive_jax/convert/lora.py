@@ -68,7 +68,7 @@ def read_peft_lora(path: str | Path, *, container: str | None = None, alpha: flo
       raise CheckpointError(f"{path}: no LoRA file found (looked for {', '.join(c.name for c in cands)})")
     path = found[0]
   if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
-    src = _torch_lora_source(path, container)
+    src = sources.read_torch(path, container=container, default_keys=LORA_CONTAINER_KEYS, what="LoRA file")
   else:
     src = sources.open_state_dict(path)
   pairs: dict[str, dict[str, str]] = {}
@@ -112,31 +112,6 @@ def read_peft_lora(path: str | Path, *, container: str | None = None, alpha: flo
   )
 
 
-def _torch_lora_source(path: Path, container: str | None) -> sources.TensorSource:
-  from longlive_jax.convert import torch_pickle
-
-  obj = torch_pickle.load(path)
-  if not isinstance(obj, Mapping):
-    raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
-  if container is None:
-    container = next((k for k in LORA_CONTAINER_KEYS if k in obj), None)
-  if container is not None:
-    if container not in obj:
-      raise CheckpointError(f"{path}: no {container!r} entry; the file has {sorted(map(str, obj))}")
-    obj = obj[container]
-    origin = f"{path}[{container}]"
-  else:
-    origin = str(path)
-  if not isinstance(obj, Mapping) or not obj:
-    raise CheckpointError(f"{origin}: empty or not a LoRA state dict")
-  entries = {}
-  for k, t in obj.items():
-    if not isinstance(t, torch_pickle.LazyTensor):
-      raise CheckpointError(f"{origin}: entry {k!r} is not a tensor; not a LoRA state dict")
-    entries[str(k)] = (t.shape, t.numpy)
-  return sources.TensorSource(entries, origin=origin)
-
-
 def check_against_base(lora: PeftLora, base: Mapping, *, shape_of: Callable[[str], tuple[int, ...]]) -> None:
   """Every adapted module must be a 2-D weight of the base with matching in/out sizes."""
   problems = []
@@ -163,9 +138,8 @@ class MergedSource(Mapping):
     self.base = base
     self.lora = lora
     self.origin = f"{getattr(base, 'origin', 'base')} + LoRA {lora.origin}"
-    shape_of = base.shape if hasattr(base, "shape") else (lambda k: np.shape(base[k]))
-    check_against_base(lora, base, shape_of=shape_of)
-    self._shape_of = shape_of
+    self._shape_of = sources.shape_of(base)
+    check_against_base(lora, base, shape_of=self._shape_of)
 
   def __getitem__(self, key: str) -> np.ndarray:
     w = self.base[key]

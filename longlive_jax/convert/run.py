@@ -8,6 +8,8 @@ import resource
 import time
 from pathlib import Path
 
+import jax
+
 from longlive_jax import checkpoint
 from longlive_jax.config import PRESETS, ConfigError, WanConfig, get_preset
 from longlive_jax.convert import lora as lora_lib
@@ -113,7 +115,7 @@ def convert_dit(
   params = wan_dit.convert(model_src, cfg, progress=tick)
   if bar is not None:
     bar.close()
-  num_params = sum(v.size for v in _leaves(params))
+  num_params = sum(v.size for v in jax.tree.leaves(params))
   checkpoint.save(
     out,
     cfg=cfg,
@@ -125,11 +127,3 @@ def convert_dit(
   )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
   return ConvertSummary(out, cfg_source, len(src), num_params, adapter_meta, time.time() - t0, peak)
-
-
-def _leaves(tree):
-  for v in tree.values():
-    if isinstance(v, dict):
-      yield from _leaves(v)
-    else:
-      yield v

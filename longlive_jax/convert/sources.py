@@ -59,7 +59,7 @@ class TensorSource(Mapping):
       raise CheckpointError(f"{self.origin}: missing key {key!r}") from None
     arr = np.asarray(load())
     if tuple(arr.shape) != tuple(shape):
-      raise CheckpointError(f"{self.origin}: tensor {key!r} has {arr.shape} bytes for declared shape {shape}")
+      raise CheckpointError(f"{self.origin}: tensor {key!r} holds data of shape {arr.shape}, its header says {shape}")
     return arr
 
   def __iter__(self) -> Iterator[str]:
@@ -153,7 +153,14 @@ def _from_torch_dict(obj: Mapping, origin: str) -> TensorSource:
   return TensorSource(entries, origin=origin)
 
 
-def _read_torch(path: Path, container: str | None) -> TensorSource:
+def read_torch(
+  path: Path, *, container: str | None, default_keys: tuple[str, ...] = CONTAINER_KEYS, what: str = "model checkpoint"
+) -> TensorSource:
+  """A torch file as a :class:`TensorSource` (keys as stored, no prefix stripping).
+
+  ``container`` names the entry to read; without it, a bare state dict is read as is, else
+  the first of ``default_keys`` that holds a non-empty state dict.
+  """
   obj = torch_pickle.load(path)
   if not isinstance(obj, Mapping):
     raise CheckpointError(f"{path}: expected a dict in the torch file, found {type(obj).__name__}")
@@ -162,17 +169,24 @@ def _read_torch(path: Path, container: str | None) -> TensorSource:
       raise CheckpointError(f"{path}: no {container!r} entry; the file has {sorted(map(str, obj))}")
     sub = obj[container]
     if not _is_tensor_dict(sub):
-      raise CheckpointError(f"{path}: entry {container!r} is not a state dict of tensors")
+      raise CheckpointError(f"{path}: entry {container!r} is empty or not a state dict of tensors")
     return _from_torch_dict(sub, f"{path}[{container}]")
   if _is_tensor_dict(obj):
     return _from_torch_dict(obj, str(path))
-  for key in CONTAINER_KEYS:
+  for key in default_keys:
     if key in obj and _is_tensor_dict(obj[key]):
       return _from_torch_dict(obj[key], f"{path}[{key}]")
   raise CheckpointError(
-    f"{path}: not a model checkpoint: expected a state dict or a container with one of "
-    f"{', '.join(CONTAINER_KEYS)}; top-level keys are {sorted(map(str, obj))[:10]}"
+    f"{path}: not a {what}: expected a state dict or a container with one of "
+    f"{', '.join(default_keys)}; top-level keys are {sorted(map(str, obj))[:10]}"
   )
+
+
+def shape_of(src: Mapping) -> Callable[[str], tuple[int, ...]]:
+  """Shape lookup that does not load tensors when ``src`` is lazy (any mapping works)."""
+  if hasattr(src, "shape"):
+    return src.shape
+  return lambda k: tuple(np.shape(src[k]))
 
 
 def strip_prefixes(key: str) -> str:
@@ -215,13 +229,13 @@ def open_state_dict(path: str | Path, *, container: str | None = None) -> Tensor
   elif name.endswith(".safetensors"):
     src = _read_safetensors(path)
   elif name.endswith((".pt", ".pth", ".bin", ".ckpt")):
-    src = _read_torch(path, container)
+    src = read_torch(path, container=container)
   else:
     # Sniff: safetensors start with a little-endian header length, torch files are zips.
     with open(path, "rb") as fh:
       magic = fh.read(4)
     if magic.startswith(b"PK"):
-      src = _read_torch(path, container)
+      src = read_torch(path, container=container)
     else:
       try:
         src = _read_safetensors(path)

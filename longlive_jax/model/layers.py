@@ -75,10 +75,14 @@ class AffineLayerNorm(nnx.Module):
     return y * self.weight[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)
 
 
-def _split_hi_lo(x: Array, bits: int = 12) -> tuple[Array, Array]:
-  """Splits float32 ``x`` into ``hi + lo`` where ``hi`` keeps ``bits`` significant mantissa bits."""
-  mask = jnp.uint32((0xFFFFFFFF << (23 - (bits - 1))) & 0xFFFFFFFF)
-  hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, jnp.uint32) & mask, jnp.float32)
+# Clears the low 12 of float32's 23 stored mantissa bits: 12 significant bits remain (implicit one included),
+# so the product of two such heads (24 bits) is exact in float32.
+_HI_MASK = 0xFFFFF000
+
+
+def _split_hi_lo(x: Array) -> tuple[Array, Array]:
+  """Splits float32 ``x`` into ``hi + lo`` where ``hi`` keeps 12 significant bits (exact split)."""
+  hi = jax.lax.bitcast_convert_type(jax.lax.bitcast_convert_type(x, jnp.uint32) & jnp.uint32(_HI_MASK), jnp.float32)
   return hi, x - hi
 
 
@@ -101,7 +105,7 @@ def sinusoidal_embedding(t: Array, dim: int) -> Array:
   half = dim // 2
   w64 = np.power(10000.0, -np.arange(half, dtype=np.float64) / half)  # [half]
   w32 = w64.astype(np.float32)
-  w_hi64 = (w32.view(np.uint32) & np.uint32(0xFFFFF000)).view(np.float32).astype(np.float64)  # 12 significant bits
+  w_hi64 = (w32.view(np.uint32) & np.uint32(_HI_MASK)).view(np.float32).astype(np.float64)
   w_hi = jnp.asarray(w_hi64, jnp.float32)
   w_lo = jnp.asarray(w64 - w_hi64, jnp.float32)
   t = jnp.asarray(t, jnp.float32)[..., None]  # [..., 1]

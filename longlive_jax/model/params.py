@@ -18,35 +18,28 @@ from longlive_jax.convert.errors import CheckpointError
 from longlive_jax.model.wan import WanDiT, abstract_model
 
 
-def _flatten(tree: Mapping, prefix: tuple = ()) -> dict[tuple, object]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, prefix + (k,)))
-    else:
-      out[prefix + (k,)] = v
-  return out
+def check_params(cfg: WanConfig, params: Mapping, *, origin: str = "parameter tree") -> None:
+  """Raises a :class:`CheckpointError` naming the first parameter whose path or shape does not fit ``cfg``."""
+  want = dict(jax.tree_util.tree_flatten_with_path(params_of(abstract_model(cfg)))[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  extra = sorted(jax.tree_util.keystr(k) for k in set(got) - set(want))
+  if extra:
+    raise CheckpointError(f"{origin}: unexpected parameter(s) {extra[:8]} for this config")
+  for key, spec in want.items():
+    shape = tuple(np.shape(got[key])) if key in got else None
+    if shape != tuple(spec.shape):
+      raise CheckpointError(
+        f"{origin}: parameter {jax.tree_util.keystr(key)} has shape {shape}, but the config implies {tuple(spec.shape)}"
+      )
 
 
 def model_from_params(cfg: WanConfig, params: Mapping, *, sharding: jax.sharding.Sharding | None = None) -> WanDiT:
   """A :class:`WanDiT` whose parameters are the arrays of ``params`` (nested dict, numpy or jax).
 
-  Every leaf's shape is checked against the model built from ``cfg``; a mismatch
-  names the parameter path and both shapes.
+  Every leaf's shape is checked against the model built from ``cfg`` (:func:`check_params`).
   """
-  abstract = abstract_model(cfg)
-  graphdef, state = nnx.split(abstract)
-  want = _flatten(nnx.to_pure_dict(state))
-  have = _flatten(params)
-  missing = sorted(".".join(map(str, k)) for k in set(want) - set(have))
-  extra = sorted(".".join(map(str, k)) for k in set(have) - set(want))
-  if missing or extra:
-    raise CheckpointError(f"parameter tree does not match the model: missing {missing[:8]}, unexpected {extra[:8]}")
-  for k, spec in want.items():
-    if tuple(np.shape(have[k])) != tuple(spec.shape):
-      raise CheckpointError(
-        f"parameter {'.'.join(map(str, k))} has shape {tuple(np.shape(have[k]))}, the model expects {tuple(spec.shape)}"
-      )
+  check_params(cfg, params)
+  graphdef, state = nnx.split(abstract_model(cfg))
 
   def put(x, spec):
     x = jnp.asarray(x, dtype=spec.dtype)

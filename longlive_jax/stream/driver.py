@@ -128,7 +128,7 @@ class Streamer:
     out = []
     for blk in range(t // n):
       s = blk * n
-      info = {"switched_to": None, "first_x0": None}
+      info = {"switched_to": None}
       if pending and s >= pending[0].frame:
         sw = pending.pop(0)
         if sw.prompt not in crosses:
@@ -136,11 +136,11 @@ class Streamer:
         cross = crosses[sw.prompt]
         if s > 0:
           m = min(self.spec.window_frames, s)
-          prev = jnp.concatenate(out, axis=1)[:, s - m : s]
+          need = -(-m // n)  # only the blocks that hold the last m frames
+          prev = jnp.concatenate(out[-need:], axis=1)[:, -m:]
           cache = self.recache(cache, prev, cross, switch_frame=s)
         info["switched_to"] = sw.prompt
       x0, cache, steps = self.block(cache, noise[:, s : s + n], renoise[blk], cross)
       info["x0_steps"] = steps
       out.append(x0)
       yield blk, x0, info
-    self.last_cache = cache
