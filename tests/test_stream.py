@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from longlive_jax.config import tiny_config
-from longlive_jax.model.wan import init_model
+from longlive_jax.model.wan import block_causal_mask, init_model
+from longlive_jax.schedule import sigma_at
+from longlive_jax.stream import engine
 from longlive_jax.stream.cache import StreamSpec
-from longlive_jax.stream.driver import Streamer
+from longlive_jax.stream.driver import SWITCH_MODES, Streamer, Switch
+from longlive_jax.stream.noise import BlockShape, GivenNoise, KeyNoise
 
 H, W = 4, 6
 
@@ -67,36 +72,133 @@ def test_appending_blocks_never_changes_earlier_ones():
   np.testing.assert_array_equal(long[:, :9], short)
 
 
-def test_window_covering_the_video_equals_block_causal_full_forward():
-  """With a window larger than the video, streaming (cache of t=0 passes) equals one forward per block over the
-  whole prefix where earlier blocks are clean and only the current block is noisy, i.e. block-causal attention."""
+def test_streaming_equals_one_block_causal_full_forward():
+  """With a window covering the video, every denoising step of the last block equals ONE forward of the model over
+  the whole sequence (earlier blocks clean at t=0, the last block noisy at t_k) under the block-causal mask, and the
+  final cache holds exactly the keys/values of the block-causal forward over the clean video."""
   cfg, st = _setup(window=30, sink=3)
   nb = 3
   noise, renoise, ctx = _draws(cfg, nb)
-  run = list(st.stream(noise, renoise, [ctx]))
-  outs = [np.asarray(x) for _, x, _ in run]
+  sess = st.session(GivenNoise(noise, renoise, block_frames=3), ctx, batch=1)
+  run = [sess.next_block() for _ in range(nb)]
+  clean = jnp.concatenate([x0 for _, x0, _ in run], axis=1)  # [1, 9, H, W, C]
   model = init_model(cfg, seed=0)
   ck, cv = model.cross_kv(ctx)
-  # Reference for the last block's first denoising step: run blocks sequentially without any cache, feeding the
-  # previous blocks' clean K/V concatenated by hand (block-causal: block i sees blocks < i at t=0 and itself).
-  ks, vs = [], []
-  for b in range(nb):
-    clean = jnp.asarray(outs[b])
-    extra = None
-    if ks:
-      k, v = jnp.concatenate(ks, axis=2), jnp.concatenate(vs, axis=2)
-      extra = (k, v, jnp.ones((1, k.shape[2]), bool))
-    pos = jnp.arange(3 * b, 3 * b + 3, dtype=jnp.int32)
-    if b == nb - 1:
-      flow, _, _ = model.forward_tokens(
-        noise[:, 3 * b : 3 * b + 3], jnp.full((1, 3), 1000.0), cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=extra
-      )
-      x0_ref = noise[:, 3 * b : 3 * b + 3] - 1.0 * flow
-    _, k, v = model.forward_tokens(clean, jnp.zeros((1, 3)), cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=extra)
-    ks.append(k)
-    vs.append(v)
-  got = run[-1][2]["x0_steps"][0]
-  np.testing.assert_allclose(np.asarray(got), np.asarray(x0_ref), atol=2e-5)
+  tpf = (H // 2) * (W // 2)
+  mask = block_causal_mask(num_frames=3 * nb, block_frames=3, tokens_per_frame=tpf)[None]  # [1, S, S]
+  pos = jnp.arange(3 * nb, dtype=jnp.int32)
+  steps = np.asarray(run[-1][2]["x0_steps"])  # [4, 1, 3, H, W, C]
+  x_t = noise[:, 6:9]
+  for k, (t, sig) in enumerate(zip(np.asarray(st.timesteps), np.asarray(st.sigmas), strict=True)):
+    x_full = jnp.concatenate([clean[:, :6], x_t], axis=1)
+    t_full = jnp.asarray([[0.0] * 6 + [float(t)] * 3])
+    flow, _, _ = model.forward_tokens(x_full, t_full, cross_k=ck, cross_v=cv, frame_pos=pos, key_mask=mask)
+    x0_ref = x_t - sig * flow[:, 6:9]
+    np.testing.assert_allclose(steps[k], np.asarray(x0_ref), atol=2e-5, err_msg=f"step {k}")
+    if k + 1 < len(steps):
+      s_next = float(st.sigmas[k + 1])
+      x_t = (1.0 - s_next) * jnp.asarray(steps[k]) + s_next * renoise[2, k]
+  _, k_ref, v_ref = model.forward_tokens(clean, jnp.zeros((1, 9)), cross_k=ck, cross_v=cv, frame_pos=pos, key_mask=mask)
+  # frame f sits in slot f here (sink 0..2, ring slot 3 + (f - 3) % 24), so the first 9 slots are the video in order.
+  np.testing.assert_allclose(np.asarray(sess.cache.k[:, :, : 9 * tpf]), np.asarray(k_ref), atol=2e-5)
+  np.testing.assert_allclose(np.asarray(sess.cache.v[:, :, : 9 * tpf]), np.asarray(v_ref), atol=2e-5)
+
+
+def test_block_causal_mask_hides_the_future():
+  """Changing a later block's input never changes an earlier block's output under the block-causal mask."""
+  cfg = tiny_config()
+  model = init_model(cfg, seed=0)
+  noise, _, ctx = _draws(cfg, 2)
+  ck, cv = model.cross_kv(ctx)
+  mask = block_causal_mask(num_frames=6, block_frames=3, tokens_per_frame=6)[None]
+  pos = jnp.arange(6, dtype=jnp.int32)
+  t = jnp.full((1, 6), 500.0)
+  a, _, _ = model.forward_tokens(noise, t, cross_k=ck, cross_v=cv, frame_pos=pos, key_mask=mask)
+  b, _, _ = model.forward_tokens(noise.at[:, 3:].add(1.0), t, cross_k=ck, cross_v=cv, frame_pos=pos, key_mask=mask)
+  np.testing.assert_array_equal(np.asarray(a[:, :3]), np.asarray(b[:, :3]))
+  assert np.max(np.abs(np.asarray(a[:, 3:] - b[:, 3:]))) > 1e-3
+
+
+def test_key_noise_stream_equals_keyed_scan_and_is_reproducible():
+  cfg, st = _setup()
+  nb = 5
+  _, _, ctx = _draws(cfg, nb)
+  shape = BlockShape(batch=1, frames=3, height=H, width=W, channels=cfg.in_dim)
+  key = jax.random.key(7)
+  loop = [
+    np.asarray(x) for _, x, _ in st.stream(KeyNoise(key, shape=shape, num_steps=4), contexts=[ctx], num_blocks=nb)
+  ]
+  again = [
+    np.asarray(x) for _, x, _ in st.stream(KeyNoise(key, shape=shape, num_steps=4), contexts=[ctx], num_blocks=2)
+  ]
+  out, _ = st.generate_keyed(st.init_cache(batch=1), key, st.encode(ctx), num_blocks=nb, shape=shape)
+  np.testing.assert_allclose(np.asarray(out), np.stack(loop), atol=1e-5)
+  np.testing.assert_array_equal(np.stack(again), np.stack(loop[:2]))
+  other = [
+    np.asarray(x)
+    for _, x, _ in st.stream(KeyNoise(jax.random.key(8), shape=shape, num_steps=4), contexts=[ctx], num_blocks=1)
+  ]
+  assert np.max(np.abs(other[0] - loop[0])) > 1e-2
+
+
+def test_switch_modes():
+  """recache rewrites the window under the new prompt; keep leaves the cache; clear empties it (positions go on)."""
+  cfg = tiny_config()
+  model = init_model(cfg, seed=0)
+  noise, renoise, ctx = _draws(cfg, 4)
+  ctx2 = ctx[:, ::-1] * 0.5
+  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
+  outs, caches = {}, {}
+  for mode in SWITCH_MODES:
+    st = Streamer(model, spec, switch_mode=mode)
+    sess = st.session(GivenNoise(noise, renoise, block_frames=3), ctx, batch=1)
+    for _ in range(3):
+      sess.next_block()
+    before = jax.tree.map(np.asarray, sess.cache)
+    sess.switch(ctx2)
+    outs[mode] = np.asarray(sess.next_block()[1])
+    caches[mode] = before
+  # keep: identical cache before the switch block; the three modes give three different continuations
+  assert np.max(np.abs(outs["keep"] - outs["recache"])) > 1e-4
+  assert np.max(np.abs(outs["clear"] - outs["keep"])) > 1e-4
+  # clear == a fresh stream that starts at frame 9 with the new prompt
+  st = Streamer(model, spec)
+  fresh = st.init_cache(batch=1).replace(next_frame=jnp.asarray(9, jnp.int32))
+  x0, _, _ = st.block(fresh, noise[:, 9:12], renoise[3], st.encode(ctx2))
+  np.testing.assert_allclose(outs["clear"], np.asarray(x0), atol=1e-6)
+
+
+def test_context_noise_commits_the_noised_block():
+  """renoise_context commits add_noise(x0, eps, context_t) with the nearest-grid sigma (0.00498 at t=0)."""
+  cfg = tiny_config()
+  model = init_model(cfg, seed=0)
+  noise, _, ctx = _draws(cfg, 1)
+  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
+  st = Streamer(model, spec)
+  cross = model.cross_kv(ctx)
+  cache = st.init_cache(batch=1)
+  x0 = noise[:, :3]
+  eps = jax.random.normal(jax.random.key(3), x0.shape)
+  sig = float(sigma_at(0.0, shift=5.0)[0])
+  assert abs(sig - 0.00498) < 1e-5
+  got = engine.commit(model, cache, x0, cross=cross, spec=spec, context_t=0.0, context_eps=eps)
+  want = engine.commit(model, cache, (1 - sig) * x0 + sig * eps, cross=cross, spec=spec, context_t=0.0)
+  clean = engine.commit(model, cache, x0, cross=cross, spec=spec, context_t=0.0)
+  np.testing.assert_allclose(np.asarray(got.k), np.asarray(want.k), atol=1e-6)
+  assert np.max(np.abs(np.asarray(got.k) - np.asarray(clean.k))) > 1e-5
+
+
+def test_absolute_rope_length_guard_and_relative_mode_beyond_it():
+  cfg = dataclasses.replace(tiny_config(), rope_max_len=9)
+  model = init_model(cfg, seed=0)
+  noise, renoise, ctx = _draws(cfg, 4)
+  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
+  st = Streamer(model, spec)
+  with pytest.raises(ValueError, match="rope_max_len"):
+    list(st.stream(noise, renoise, [ctx]))
+  rel = Streamer(model, dataclasses.replace(spec, relative_rope=True))
+  out = [np.asarray(x) for _, x, _ in rel.stream(noise, renoise, [ctx])]
+  assert len(out) == 4 and np.all(np.isfinite(out[-1]))
 
 
 def test_bad_stream_inputs():
@@ -106,3 +208,26 @@ def test_bad_stream_inputs():
   noise, renoise, ctx = _draws(cfg, 2)
   with pytest.raises(ValueError, match="multiple of the block size"):
     list(st.stream(noise[:, :5], renoise, [ctx]))
+
+
+@pytest.mark.parametrize(
+  "switches, match",
+  [
+    ([Switch(6, 1), Switch(3, 1)], "must be greater"),
+    ([Switch(0, 1)], "must be greater"),
+    ([Switch(6, 1), Switch(6, 1)], "must be greater"),
+    ([Switch(12, 1)], "out of range"),
+    ([Switch(3, 2)], "prompt 2 does not exist"),
+  ],
+)
+def test_bad_switches(switches, match):
+  cfg, st = _setup()
+  noise, renoise, ctx = _draws(cfg, 4)
+  with pytest.raises(ValueError, match=match):
+    list(st.stream(noise, renoise, [ctx, ctx], switches))
+
+
+def test_wrong_embedding_width_is_named():
+  cfg, st = _setup()
+  with pytest.raises(ValueError, match=r"expects \[batch, 16, 32\]"):
+    st.encode(jnp.zeros((1, cfg.text_len, cfg.text_dim + 1)))

@@ -79,6 +79,7 @@ class SelfAttention(nnx.Module):
   ) -> tuple[Array, Array, Array]:
     """Returns ``(out [B, S, D], k_store [B, S, H, Dh], v_new)``.
 
+    ``key_mask`` is bool ``[B, S]`` (padding) or ``[B, S, S]`` (query-dependent, e.g. block-causal).
     ``extra_kv = (k, v, valid)`` with ``k, v [B, Sc, H, Dh]`` and bool ``valid [B, Sc]``
     are keys/values placed before the new ones (a KV cache). With ``extra_rope=None``
     the cached keys are already rotated (absolute RoPE) and ``k_store`` is the roped
@@ -95,8 +96,10 @@ class SelfAttention(nnx.Module):
         ek = apply_rope(ek, *extra_rope)
       keys = jnp.concatenate([ek.astype(k.dtype), k], axis=1)  # [B, Sc + S, H, Dh]
       values = jnp.concatenate([ev.astype(v.dtype), v], axis=1)
-      own = jnp.ones((b, s), bool) if key_mask is None else key_mask
-      mask = jnp.concatenate([evalid, own], axis=1)  # [B, Sc + S]
+      own = jnp.ones((b, s), bool) if key_mask is None else key_mask  # [B, S] or [B, S, S]
+      if own.ndim == 3:  # query-dependent mask: cached keys are visible to every query
+        evalid = jnp.broadcast_to(evalid[:, None, :], (b, s, evalid.shape[1]))  # [B, S, Sc]
+      mask = jnp.concatenate([evalid, own], axis=-1)  # [B, Sc + S] or [B, S, Sc + S]
     out = layers.attention(q, keys, values, key_mask=mask, impl=self.impl)  # [B, S, H, Dh]
     return self.o(out.reshape(b, s, d)), (k_raw if extra_rope is not None else k), v
 
@@ -183,7 +186,7 @@ class WanBlock(nnx.Module):
       e0: float32 per-frame modulation from the time MLP, ``[B, F, 6, D]``.
       cross_k, cross_v: this layer's text keys/values ``[B, T, H, Dh]``.
       cos, sin: RoPE of the tokens, ``[S, Dh/2]``.
-      key_mask: optional bool ``[B, S]`` (padding of the bidirectional model).
+      key_mask: optional bool ``[B, S]`` (padding) or ``[B, S, S]`` (query x key, e.g. block-causal).
       extra_kv: optional cached ``(k, v, valid)`` for self-attention.
 
     Returns:
@@ -368,7 +371,8 @@ class WanDiT(nnx.Module):
     Args:
       t: ``[B]`` or ``[B, F]`` timesteps.
       frame_pos: int ``[F]`` RoPE frame index of each frame (absolute, e.g. ``start + arange(F)``).
-      key_mask: optional bool ``[B, S]`` self-attention key mask for the new tokens.
+      key_mask: optional bool self-attention mask over the new tokens: ``[B, S]`` (keys) or
+        ``[B, S, S]`` (query x key, e.g. :func:`block_causal_mask`).
       extra_kv: optional cached ``(k, v, valid)``, see :meth:`run_blocks`.
       extra_frame_pos: relative-RoPE mode only: int ``[Sc / tokens_per_frame]`` frame position of
         each cached frame; cached keys are then raw and rotated here, and the returned keys are raw.
@@ -421,6 +425,16 @@ class WanDiT(nnx.Module):
       x, t, cross_k=cross_k, cross_v=cross_v, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=key_mask
     )
     return out
+
+
+def block_causal_mask(*, num_frames: int, block_frames: int, tokens_per_frame: int) -> Array:
+  """bool ``[S, S]`` (``S = num_frames * tokens_per_frame``): token i sees token j iff j's block <= i's block.
+
+  The attention pattern of a causal LongLive model run over a whole sequence at once (upstream's
+  flex-attention ``block_mask`` for teacher forcing), used to check that streaming equals it.
+  """
+  blk = jnp.arange(num_frames * tokens_per_frame) // (tokens_per_frame * block_frames)  # [S]
+  return blk[None, :] <= blk[:, None]  # [S, S]
 
 
 def init_model(cfg: WanConfig, *, seed: int = 0) -> WanDiT:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from longlive_jax.model.wan import WanDiT
+from longlive_jax.schedule import sigma_at
 from longlive_jax.stream.cache import KVCache, StreamSpec, ring_slots, view, write_frames
 
 Array = jax.Array
@@ -53,9 +54,28 @@ def denoise(model: WanDiT, cache: KVCache, x_t: Array, *, t: Array, sigma: Array
   return (x_t.astype(jnp.float32) - sigma * flow).astype(x_t.dtype)
 
 
-def commit(model: WanDiT, cache: KVCache, x0: Array, *, cross, spec: StreamSpec, context_t: float = 0.0) -> KVCache:
-  """Runs the clean block at ``context_t`` and stores its keys/values; advances ``next_frame``."""
-  _, k_new, v_new = _call(model, cache, spec, x0, context_t, cross)
+def commit(
+  model: WanDiT,
+  cache: KVCache,
+  x0: Array,
+  *,
+  cross,
+  spec: StreamSpec,
+  context_t: float = 0.0,
+  context_eps: Array | None = None,
+  shift: float = 5.0,
+) -> KVCache:
+  """Runs the block at timestep ``context_t`` and stores its keys/values; advances ``next_frame``.
+
+  Inference (LongLive's ``context_noise: 0``) passes the clean ``x0`` as is. Training-style
+  streams pass ``context_eps``: the input is then ``add_noise(x0, eps, context_t)`` with the
+  nearest-grid sigma (upstream training: about 0.005 even at ``context_t = 0``).
+  """
+  x = x0
+  if context_eps is not None:
+    sig = float(sigma_at(context_t, shift=shift)[0])
+    x = ((1.0 - sig) * x0.astype(jnp.float32) + sig * context_eps.astype(jnp.float32)).astype(x0.dtype)
+  _, k_new, v_new = _call(model, cache, spec, x, context_t, cross)
   n = x0.shape[1]
   frames = cache.next_frame + jnp.arange(n, dtype=jnp.int32)
   cache = write_frames(cache, spec, k_new=k_new, v_new=v_new, frames=frames, slots=ring_slots(spec, frames))
@@ -73,6 +93,8 @@ def generate_block(
   sigmas: Array,
   spec: StreamSpec,
   context_t: float = 0.0,
+  context_eps: Array | None = None,
+  shift: float = 5.0,
 ) -> tuple[Array, KVCache, Array]:
   """One block: ``len(timesteps)`` denoising steps then commit.
 
@@ -80,8 +102,9 @@ def generate_block(
     noise: ``[B, n, H, W, C]`` initial noise of the block.
     renoise: ``[steps - 1, B, n, H, W, C]`` fresh draws used to re-noise x0 to the next sigma.
     timesteps, sigmas: float32 ``[steps]`` (see :func:`longlive_jax.schedule.warped_steps`).
+    context_eps: optional draw that noises the committed block (see :func:`commit`).
 
-    Returns:
+  Returns:
     ``(x0 [B, n, H, W, C], cache, x0_steps [steps, B, n, H, W, C])`` (x0 estimate of every step).
   """
   steps = timesteps.shape[0]
@@ -96,7 +119,8 @@ def generate_block(
     return x_next, x0
 
   x0, x0_steps = jax.lax.scan(step, noise, (timesteps, sigmas, sig_next, eps, last))
-  return x0, commit(model, cache, x0, cross=cross, spec=spec, context_t=context_t), x0_steps
+  cache = commit(model, cache, x0, cross=cross, spec=spec, context_t=context_t, context_eps=context_eps, shift=shift)
+  return x0, cache, x0_steps
 
 
 def recache(
