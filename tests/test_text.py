@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
+from flax import nnx
 from safetensors.numpy import save_file
 
 from longlive_jax import golden
@@ -140,7 +141,12 @@ def test_xxl_parameter_count_matches_upstream_keys():
   assert shapes["blocks.0.ffn.gate.0.weight"] == (10240, 4096)
   from_keys = sum(math.prod(s) for s in shapes.values())
   assert from_keys == 5_680_910_336
-  assert count_params(abstract_model(UMT5_XXL)) == from_keys
+  model = abstract_model(UMT5_XXL)
+  assert count_params(model) == from_keys
+  graphdef, state = nnx.split(model)
+  ids = jax.ShapeDtypeStruct((2, 512), jnp.int32)
+  out = jax.eval_shape(lambda s, i, m: nnx.merge(graphdef, s)(i, m), state, ids, ids)
+  assert out.shape == (2, 512, 4096) and out.dtype == jnp.float32
 
 
 def test_golden_key_list_is_what_we_expect(golden_sd, case):

@@ -37,7 +37,6 @@ class UMT5Config:
     shared_pos: one relative-bias table for all layers (``pos_embedding``) instead of one
       per layer (``blocks.{i}.pos_embedding``). umT5-XXL uses per-layer tables (False).
     eps: epsilon of every T5 RMSNorm.
-    text_len: token rows per prompt (prompts are padded / truncated to this).
     dtype: compute dtype of the matmuls ("float32" is the exact path; with "bfloat16" the
       residual stream, norms, attention logits and softmax stay in float32).
     param_dtype: storage dtype of the parameters.
@@ -53,12 +52,11 @@ class UMT5Config:
   max_dist: int = 128
   shared_pos: bool = False
   eps: float = 1e-6
-  text_len: int = 512
   dtype: str = "float32"
   param_dtype: str = "float32"
 
   def __post_init__(self):
-    for name in ("vocab", "dim", "dim_attn", "dim_ffn", "num_heads", "num_layers", "num_buckets", "text_len"):
+    for name in ("vocab", "dim", "dim_attn", "dim_ffn", "num_heads", "num_layers", "num_buckets"):
       if int(getattr(self, name)) <= 0:
         raise ConfigError(f"UMT5Config.{name} must be positive, got {getattr(self, name)!r}")
     if self.dim_attn % self.num_heads:
@@ -103,7 +101,7 @@ UMT5_XXL = UMT5Config()
 
 def tiny_config(**overrides: Any) -> UMT5Config:
   """A small config for tests and CPU experiments (the shape of the ``umt5_encoder`` golden case)."""
-  base = dict(vocab=128, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32, text_len=16)
+  base = dict(vocab=128, dim=32, dim_attn=32, dim_ffn=64, num_heads=4, num_layers=2, num_buckets=32)
   base.update(overrides)
   return UMT5Config(**base)
 
