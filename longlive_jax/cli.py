@@ -4,6 +4,8 @@ Subcommands:
   convert   upstream Wan / LongLive DiT checkpoint (+ LoRA) -> Orbax checkpoint folder
   inspect   print the config and parameter count of a converted checkpoint
   parity    run the golden reference cases and report max abs errors
+  generate  stream one prompt's video latents block by block
+  interactive  stream with prompt switches (jsonl script or live stdin) and KV-recache
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import argparse
 import json
 import sys
 
+from longlive_jax import cli_stream
 from longlive_jax.config import PRESETS, ConfigError
 from longlive_jax.convert.errors import CheckpointError
+from longlive_jax.stream.run import StreamInputError
 
 
 def _add_convert(sub):
@@ -142,7 +146,13 @@ def _cmd_parity(a) -> int:
   return 1 if failed else 0
 
 
-COMMANDS = {"convert": _cmd_convert, "inspect": _cmd_inspect, "parity": _cmd_parity}
+COMMANDS = {
+  "convert": _cmd_convert,
+  "inspect": _cmd_inspect,
+  "parity": _cmd_parity,
+  "generate": cli_stream.cmd_generate,
+  "interactive": cli_stream.cmd_interactive,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_convert(sub)
   _add_inspect(sub)
   _add_parity(sub)
+  cli_stream.add_generate(sub)
+  cli_stream.add_interactive(sub)
   return parser
 
 
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return COMMANDS[args.command](args)
-  except (CheckpointError, ConfigError) as e:
+  except (CheckpointError, ConfigError, StreamInputError) as e:
     print(f"longlive-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
