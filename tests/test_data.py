@@ -215,19 +215,26 @@ def test_video_latents_skip_and_fail(tmp_path):
     build_video_latents(folder, data_dir=tmp_path / "ds_fail", on_error="fail", **enc)
 
 
-def test_video_latents_mapping_bf16_and_pipeline(tmp_path):
+@pytest.mark.parametrize("mapping", ["jsonl", "csv"])
+def test_video_latents_mapping_bf16_and_pipeline(tmp_path, mapping):
   folder = tmp_path / "videos"
-  vids = write_synthetic_videos(folder, 3, frames=F, height=H, width=W, seed=2, captions="jsonl")
-  with open(folder / "captions.jsonl", "a") as f:
-    f.write(json.dumps({"file": "gone.mp4", "caption": "orphan"}) + "\n")
-    f.write(json.dumps({"file": "video_0000.mp4", "caption": "again"}) + "\n")
+  vids = write_synthetic_videos(folder, 3, frames=F, height=H, width=W, seed=2, captions=mapping)
+  if mapping == "jsonl":  # lines 1-3 are the videos
+    with open(folder / "captions.jsonl", "a") as f:
+      f.write(json.dumps({"file": "gone.mp4", "caption": "orphan"}) + "\n")
+      f.write(json.dumps({"file": "video_0000.mp4", "caption": "again"}) + "\n")
+  else:  # line 1 is the header, lines 2-4 the videos
+    with open(folder / "metadata.csv", "a") as f:
+      f.write('gone.mp4,orphan\n"video_0000.mp4","again, with a comma"\n')
+  first_bad = 4 if mapping == "jsonl" else 5
   cfg = VideoLatentsConfig(num_frames=F, height=H, width=W, fps=None, store_dtype="bfloat16")
   with pytest.warns(UserWarning):
     res = build_video_latents(
       folder, data_dir=tmp_path / "ds", encode_video=fake_encode_video, encode_text=fake_encode_text, config=cfg
     )
   assert (res.num_sources, res.num_built, res.num_skipped) == (5, 3, 2)
-  assert [(r.line, r.kind) for r in res.skipped] == [(4, "missing_video"), (5, "duplicate_caption")]
+  assert [(r.line, r.kind) for r in res.skipped] == [(first_bad, "missing_video"), (first_bad + 1, "duplicate_caption")]
+  assert all(r.source.endswith(f"captions.{mapping}" if mapping == "jsonl" else "metadata.csv") for r in res.skipped)
   batch = next(make_iterator(res.dataset_dir, batch_size=3, seed=0, shuffle=False))
   assert batch["latents"].shape == (3, 3, 4, 6, 16) and batch["latents"].dtype == ml_dtypes.bfloat16
   assert batch["text_embedding"].shape == (3, 6, 4)

@@ -47,7 +47,10 @@ def _first_key(row: dict, keys: tuple[str, ...]) -> str | None:
 
 def _mapping_rows(path: Path) -> list[tuple[int, dict | None, str]]:
   """``(line, row or None, error)`` for every non-header line of a mapping file."""
-  text = path.read_text(encoding="utf-8-sig")
+  try:
+    text = path.read_text(encoding="utf-8-sig")
+  except (OSError, UnicodeDecodeError) as e:
+    raise DataError(f"{path}: unreadable caption mapping: {e}") from e
   if path.suffix == ".jsonl":
     rows = []
     for i, line in enumerate(text.splitlines(), start=1):
