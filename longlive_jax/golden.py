@@ -10,6 +10,7 @@ every output against its tolerance. Kinds not implemented yet raise
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 from collections.abc import Callable
@@ -31,9 +32,6 @@ DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "golden
 # Kinds that later issues bring (kind -> issue).
 PLANNED_KINDS = {
   "wan_vae": "issue 4 (VAE, umT5, pipeline)",
-  "umt5_encoder": "issue 4 (VAE, umT5, pipeline)",
-  "flow_scheduler": "issue 4 (VAE, umT5, pipeline)",
-  "dmd_loss": "issue 5 (training)",
 }
 
 
@@ -233,5 +231,23 @@ RUNNERS.update(
     "longlive_causal_stream": _run_stream,
     "longlive_interactive_stream": _run_stream,
     "longlive_infinity_stream": _run_stream,
+  }
+)
+
+
+def _lazy(module: str) -> Callable[[Path, dict], list[Comparison]]:
+  """A runner living in ``module.run_golden`` (imported on first use: the model families stay independent)."""
+
+  def run(case_dir: Path, case: dict) -> list[Comparison]:
+    return importlib.import_module(module).run_golden(case_dir, case)
+
+  return run
+
+
+RUNNERS.update(
+  {
+    "umt5_encoder": _lazy("longlive_jax.text.golden_case"),
+    "flow_scheduler": _lazy("longlive_jax.train.golden_cases"),
+    "dmd_loss": _lazy("longlive_jax.train.golden_cases"),
   }
 )
