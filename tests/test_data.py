@@ -93,6 +93,8 @@ def test_prompts_fail_mode_names_line(tmp_path):
   with pytest.warns(UserWarning, match=r"skipped 1 bad source"):
     res = build_prompts(src, data_dir=tmp_path / "ds2")
   assert (res.num_built, res.num_skipped, res.num_sources) == (1, 2, 3)
+  with pytest.raises(DataError, match=rf"{src}:3: line is not valid UTF-8 \(the existing build"):
+    build_prompts(src, data_dir=tmp_path / "ds2", on_error="fail")  # reusing a build with skips still fails
 
 
 def test_prompt_pairs_jsonl(tmp_path):

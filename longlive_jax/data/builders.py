@@ -14,8 +14,9 @@ Three builders, each configured by constructor arguments (the source path and op
 ``index`` is the record's 0-based position among the built records in source order and ``line``
 its 1-based source line. The dataset lands in ``<data_dir>/<name>/1.0.0/`` with
 ``build_report.json`` (counts, every skipped source with file, line and reason, the source
-fingerprint). Building again over the same source reuses the folder; over a changed source (or
-options) it fails unless ``overwrite=True``. Build once (one process) before multi-host training.
+fingerprint). Building again over the same source reuses the folder (with ``on_error="fail"`` it
+raises if that build skipped bad records); over a changed source (or options) it fails unless
+``overwrite=True``. Build once (one process) before multi-host training.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from longlive_jax.data import text_sources, video_sources
-from longlive_jax.data.report import REPORT_FILE, BadRecord, DataError, Tally, check_on_error, write_report
+from longlive_jax.data.report import BLANK_LINE, REPORT_FILE, BadRecord, DataError, Tally, check_on_error, write_report
 from longlive_jax.data.video import ClipError, read_clip
 
 STORE_DTYPES = ("float32", "bfloat16")
@@ -98,11 +99,12 @@ class _SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _download_and_prepare(self, dl_manager, download_config):
     self.tally = Tally(name=self.name, on_error=self.on_error)
+    fingerprint = self.fingerprint()  # of the source as it was when the build started
     super()._download_and_prepare(dl_manager=dl_manager, download_config=download_config)
     written = self.info.splits["train"].num_examples
     if written != self.tally.num_built:
       raise DataError(f"{self.name}: internal: wrote {written} records but counted {self.tally.num_built}")
-    report = self.tally.to_json(version=str(self.version), **self._describe(), fingerprint=self.fingerprint())
+    report = self.tally.to_json(version=str(self.version), **self._describe(), fingerprint=fingerprint)
     write_report(Path(self.data_dir) / REPORT_FILE, report)  # data_dir is the temporary folder here
 
   def fingerprint(self) -> str:
@@ -130,6 +132,9 @@ class _SourceBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       self.tally.warn(report_path)
     report = json.loads(report_path.read_text(encoding="utf-8"))
     skipped = tuple(BadRecord(**r) for r in report["skipped"])
+    bad = [r for r in skipped if r.kind != BLANK_LINE]
+    if reused and self.on_error == "fail" and bad:
+      raise DataError(f"{self.name}: {bad[0]} (the existing build at {out} skipped {len(bad)} bad source(s))")
     return BuildResult(
       out, self.name, report["num_sources"], report["num_built"], report["num_skipped"], skipped, report_path, reused
     )
