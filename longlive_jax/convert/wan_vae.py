@@ -122,6 +122,8 @@ def check_keys(src: Mapping, cfg: VAEConfig, *, origin: str, strict: bool = True
   bad = [(k, tuple(shape_of(k)), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != s]
   for k, got, exp in bad[:8]:
     problems.append(f"shape mismatch for {k!r}: checkpoint has {got}, config expects {exp}")
+  if len(bad) > 8:
+    problems.append(f"... {len(bad) - 8} more shape mismatch(es)")
   if problems:
     raise CheckpointError(
       f"{origin} does not match the Wan VAE config (dim={cfg.dim}, z_dim={cfg.z_dim}): " + "; ".join(problems)

@@ -13,7 +13,9 @@ Semantics are those of upstream ``WanVAE_.encode`` / ``WanVAE_.decode`` / Self-F
   * streaming: a cache carried across :func:`decode_step` calls continues the stream, so
     decoding block by block equals decoding the whole latent video at once.
 
-The per-latent loop is a ``lax.scan`` (activation memory of one latent, like upstream).
+The first latent (first video frame) has its own compiled program; every later block runs
+the steady-state program, whose per-latent (per 4-frame) loop is a ``lax.scan``: activation
+memory of one latent, like upstream, and one compilation per block length.
 ``vae`` arguments are :class:`~longlive_jax.vae.model.WanVAE` modules, which are pytrees:
 they are passed to the jitted functions as arguments, never baked in as constants.
 Layouts: video ``[B, T, H, W, 3]`` in [-1, 1]; latents ``[B, F, H/8, W/8, z_dim]``.
@@ -39,9 +41,13 @@ __all__ = [
   "EncodeCache",
   "decode",
   "decode_chunks_reset",
+  "decode_first",
+  "decode_steady",
   "decode_step",
   "denormalize_latent",
   "encode",
+  "encode_first",
+  "encode_steady",
   "encode_step",
   "init_decode_cache",
   "init_encode_cache",
@@ -71,7 +77,39 @@ def _frames_first(x: Array) -> Array:
   return jnp.moveaxis(x, 1, 0)  # [B, F, ...] -> [F, B, ...]
 
 
-@functools.partial(jax.jit, static_argnames=("clamp",), donate_argnums=(1,))
+def _finish_pixels(pixels: Array, clamp: Array) -> Array:
+  return jnp.where(clamp, jnp.clip(pixels, -1.0, 1.0), pixels)
+
+
+@functools.partial(jax.jit, donate_argnums=(1,))
+def decode_first(vae: WanVAE, cache: DecodeCache, z0: Array, clamp: Array) -> tuple[Array, DecodeCache]:
+  """Latent 0 of a stream ``[B, 1, h, w, z]`` -> 1 pixel frame ``[B, 1, H, W, 3]`` (upsample3d skipped: 'Rep')."""
+  if cache.started or z0.shape[1] != 1:
+    raise ValueError(f"decode_first takes a fresh cache and one latent frame, got {z0.shape[1]} frames")
+  feats = Feats(cache.feats)
+  pixels = vae.decode_chunk(denormalize_latent(z0.astype(jnp.dtype(vae.cfg.dtype))), feats, first=True)
+  return _finish_pixels(pixels, clamp), DecodeCache(feats=feats.finish(), latents=cache.latents + 1, started=True)
+
+
+@functools.partial(jax.jit, donate_argnums=(1,))
+def decode_steady(vae: WanVAE, cache: DecodeCache, z: Array, clamp: Array) -> tuple[Array, DecodeCache]:
+  """Latents ``[B, n, h, w, z]`` after the first -> ``[B, 4n, H, W, 3]``, one latent at a time (``lax.scan``)."""
+  if not cache.started:
+    raise ValueError("decode_steady needs a cache that has seen latent 0 (use decode_step, or decode_first first)")
+  x = denormalize_latent(z.astype(jnp.dtype(vae.cfg.dtype)))
+  b, n = x.shape[:2]
+
+  def body(carry, zt):  # zt [B, h, w, z]: one latent frame
+    feats = Feats(carry)
+    y = vae.decode_chunk(zt[:, None], feats, first=False)  # [B, 4, H, W, 3]
+    return feats.finish(), y
+
+  bufs, ys = jax.lax.scan(body, cache.feats, _frames_first(x))  # ys [n, B, 4, H, W, 3]
+  _, _, f, hh, ww, c = ys.shape
+  pixels = jnp.moveaxis(ys, 0, 1).reshape(b, n * f, hh, ww, c)  # [B, 4n, H, W, 3]
+  return _finish_pixels(pixels, clamp), DecodeCache(feats=bufs, latents=cache.latents + n, started=True)
+
+
 def decode_step(vae: WanVAE, cache: DecodeCache, z_block: Array, *, clamp: bool = True) -> tuple[Array, DecodeCache]:
   """Decodes the next block of (normalised) latents of a stream.
 
@@ -83,30 +121,23 @@ def decode_step(vae: WanVAE, cache: DecodeCache, z_block: Array, *, clamp: bool 
 
   Returns:
     ``(pixels [B, T, 8h, 8w, 3], cache)`` with ``T = 4n``, or ``1 + 4(n - 1)`` on the first call.
-    Compiles once for the first block and once for every later block of the same shape.
+
+  Two compiled programs serve a whole stream: :func:`decode_first` (latent 0, compiled once)
+  and :func:`decode_steady` (compiled once per block length; ``clamp`` is traced, not static).
   """
   _check_latent(vae, z_block, "z_block")
-  x = denormalize_latent(z_block.astype(jnp.dtype(vae.cfg.dtype)))
-  b, n = x.shape[:2]
-  bufs, out = cache.feats, []
+  if z_block.shape[1] < 1:
+    raise ValueError(f"z_block holds no latent frame: shape {tuple(z_block.shape)}")
+  clamp = jnp.asarray(clamp, bool)
+  out = []
   if not cache.started:
-    feats = Feats(bufs)
-    out.append(vae.decode_chunk(x[:, :1], feats, first=True))  # [B, 1, H, W, 3]: upsample3d skipped ('Rep')
-    bufs, x = feats.finish(), x[:, 1:]
-  if x.shape[1]:
-
-    def body(carry, zt):  # zt [B, h, w, z]: one latent frame
-      feats = Feats(carry)
-      y = vae.decode_chunk(zt[:, None], feats, first=False)  # [B, 4, H, W, 3]
-      return feats.finish(), y
-
-    bufs, ys = jax.lax.scan(body, bufs, _frames_first(x))  # ys [m, B, 4, H, W, 3]
-    m, _, f, hh, ww, c = ys.shape
-    out.append(jnp.moveaxis(ys, 0, 1).reshape(b, m * f, hh, ww, c))  # [B, 4m, H, W, 3]
-  pixels = jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]
-  if clamp:
-    pixels = jnp.clip(pixels, -1.0, 1.0)
-  return pixels, DecodeCache(feats=bufs, latents=cache.latents + n, started=True)
+    px, cache = decode_first(vae, cache, z_block[:, :1], clamp)
+    out.append(px)
+    z_block = z_block[:, 1:]
+  if z_block.shape[1]:
+    px, cache = decode_steady(vae, cache, z_block, clamp)
+    out.append(px)
+  return (jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]), cache
 
 
 def decode(vae: WanVAE, z: Array, *, clamp: bool = True) -> Array:
@@ -138,41 +169,59 @@ def _check_video(vae: WanVAE, video: Array) -> None:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("normalize",), donate_argnums=(1,))
-def encode_step(vae: WanVAE, cache: EncodeCache, video: Array, *, normalize: bool = True) -> tuple[Array, EncodeCache]:
-  """Encodes the next frames of a video stream: ``1 + 4k`` frames first, then ``4k`` per call -> ``[B, k(+1), ...]``.
+@functools.partial(jax.jit, donate_argnums=(1,))
+def encode_first(vae: WanVAE, cache: EncodeCache, frame0: Array, normalize: Array) -> tuple[Array, EncodeCache]:
+  """Frame 0 of a video ``[B, 1, H, W, 3]`` -> latent 0 ``[B, 1, h, w, z]`` (downsample3d skips its time conv)."""
+  if cache.started or frame0.shape[1] != 1:
+    raise ValueError(f"encode_first takes a fresh cache and one frame, got {frame0.shape[1]} frames")
+  feats = Feats(cache.feats)
+  mu = vae.encode_chunk(frame0.astype(jnp.dtype(vae.cfg.dtype)), feats, first=True)
+  mu = jnp.where(normalize, normalize_latent(mu), mu)
+  return mu, EncodeCache(feats=feats.finish(), frames=cache.frames + 1, started=True)
 
-  Returns ``(latents [B, F', H/8, W/8, z_dim], cache)``: normalised (``normalize=True``, upstream
-  ``encode_to_latent``) or the raw encoder mean ``mu``.
+
+@functools.partial(jax.jit, donate_argnums=(1,))
+def encode_steady(vae: WanVAE, cache: EncodeCache, video: Array, normalize: Array) -> tuple[Array, EncodeCache]:
+  """Frames ``[B, 4k, H, W, 3]`` after frame 0 -> latents ``[B, k, h, w, z]``, 4 frames per chunk (``lax.scan``)."""
+  if not cache.started:
+    raise ValueError("encode_steady needs a cache that has seen frame 0 (use encode_step, or encode_first first)")
+  x = video.astype(jnp.dtype(vae.cfg.dtype))
+  b, t, hh, ww, c = x.shape
+  k = t // 4
+
+  def body(carry, chunk):  # chunk [B, 4, H, W, 3]
+    feats = Feats(carry)
+    mu = vae.encode_chunk(chunk, feats, first=False)  # [B, 1, h, w, z]
+    return feats.finish(), mu[:, 0]
+
+  bufs, mus = jax.lax.scan(body, cache.feats, _frames_first(x.reshape(b, k, 4, hh, ww, c)))  # mus [k, B, h, w, z]
+  mu = jnp.moveaxis(mus, 0, 1)  # [B, k, h, w, z]
+  mu = jnp.where(normalize, normalize_latent(mu), mu)
+  return mu, EncodeCache(feats=bufs, frames=cache.frames + t, started=True)
+
+
+def encode_step(vae: WanVAE, cache: EncodeCache, video: Array, *, normalize: bool = True) -> tuple[Array, EncodeCache]:
+  """Encodes the next frames of a video stream: ``1 + 4k`` frames on the first call, then ``4k`` per call.
+
+  Returns ``(latents [B, k (+1), H/8, W/8, z_dim], cache)``: normalised (``normalize=True``,
+  upstream ``encode_to_latent``) or the raw encoder mean ``mu``. The cache is donated.
   """
   _check_video(vae, video)
   t = video.shape[1]
-  head = 1 if not cache.started else 0
+  head = 0 if cache.started else 1
   if t < head or (t - head) % 4:
     need = "1 + 4k frames (the first chunk is 1 frame)" if head else "a multiple of 4 frames"
-    raise ValueError(f"{'first ' if head else ''}encode call needs {need}, got {t}")
-  x = video.astype(jnp.dtype(vae.cfg.dtype))
-  b, _, hh, ww, c = x.shape
-  bufs, out = cache.feats, []
+    raise ValueError(f"{'the first ' if head else ''}encode call needs {need}, got {t} frames")
+  normalize = jnp.asarray(normalize, bool)
+  out = []
   if head:
-    feats = Feats(bufs)
-    out.append(vae.encode_chunk(x[:, :1], feats, first=True))  # [B, 1, h, w, z]: downsample3d skipped
-    bufs, x = feats.finish(), x[:, 1:]
-  k = x.shape[1] // 4
-  if k:
-
-    def body(carry, chunk):  # chunk [B, 4, H, W, 3]
-      feats = Feats(carry)
-      mu = vae.encode_chunk(chunk, feats, first=False)  # [B, 1, h, w, z]
-      return feats.finish(), mu[:, 0]
-
-    chunks = _frames_first(x.reshape(b, k, 4, hh, ww, c))  # [k, B, 4, H, W, 3]
-    bufs, mus = jax.lax.scan(body, bufs, chunks)  # mus [k, B, h, w, z]
-    out.append(jnp.moveaxis(mus, 0, 1))  # [B, k, h, w, z]
-  mu = jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]
-  if normalize:
-    mu = normalize_latent(mu)
-  return mu, EncodeCache(feats=bufs, frames=cache.frames + t, started=True)
+    mu, cache = encode_first(vae, cache, video[:, :1], normalize)
+    out.append(mu)
+    video = video[:, 1:]
+  if video.shape[1]:
+    mu, cache = encode_steady(vae, cache, video, normalize)
+    out.append(mu)
+  return (jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]), cache
 
 
 def encode(vae: WanVAE, video: Array, *, normalize: bool = True) -> Array:
