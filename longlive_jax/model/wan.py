@@ -312,6 +312,7 @@ class WanDiT(nnx.Module):
     key_mask: Array | None = None,
     extra_kv: tuple[Array, Array, Array] | None = None,
     extra_rope: tuple[Array, Array] | None = None,
+    remat: bool = False,
   ) -> tuple[Array, Array, Array]:
     """Scans the stacked blocks.
 
@@ -320,6 +321,8 @@ class WanDiT(nnx.Module):
       e0: ``[B, F, 6, D]``.
       cross_k, cross_v: ``[L, B, T, H, Dh]`` from :meth:`cross_kv`.
       extra_kv: optional ``(k [L, B, Sc, H, Dh], v [L, B, Sc, H, Dh], valid [B, Sc])``.
+      remat: rematerialise each block in the backward pass (``jax.checkpoint`` on the scan body,
+        training memory); the forward values are unchanged.
 
     Returns:
       ``(tokens [B, S, D] float32, k_new [L, B, S, H, Dh], v_new [L, B, S, H, Dh])``.
@@ -338,6 +341,8 @@ class WanDiT(nnx.Module):
       return x, (k, v)
 
     ek, ev = (None, None) if extra_kv is None else extra_kv[:2]
+    if remat:
+      body = jax.checkpoint(body, prevent_cse=False)  # inside scan CSE cannot undo the remat
     x, (k_new, v_new) = jax.lax.scan(body, x, (state, cross_k, cross_v, ek, ev))
     return x, k_new, v_new
 
