@@ -82,18 +82,33 @@ def test_streaming_decode_equals_full_decode(golden_vae):
 
 
 def test_steady_state_step_compiles_once(golden_vae):
-  z = jax.random.normal(jax.random.key(4), (1, 1 + 2 * 6, 4, 4, 16))
-  _stream(golden_vae, z, [1, 2])  # compiles (or reuses) the first and the 2-latent steady programs
+  """Two programs per stream shape: latent 0, and one for every later latent whatever the block sizes or clamp."""
+  z = jax.random.normal(jax.random.key(4), (1, 14, 4, 4, 16))
+  _stream(golden_vae, z, [1, 1])  # compiles (or reuses) both programs for this shape
   first, steady = stream.decode_first._cache_size(), stream.decode_steady._cache_size()
   cache = stream.init_decode_cache(golden_vae, batch=1, height=4, width=4)
-  px, cache = stream.decode_step(golden_vae, cache, z[:, :1])
+  px, cache = stream.decode_step(golden_vae, cache, z[:, :2])
+  assert px.shape == (1, 5, 32, 32, 3)
   structure, nbytes = jax.tree.structure(cache), cache.nbytes
-  for i in range(6):
-    px, cache = stream.decode_step(golden_vae, cache, z[:, 1 + 2 * i : 3 + 2 * i])
-    assert px.shape == (1, 8, 32, 32, 3)
+  start = 2
+  for i, n in enumerate([3, 1, 2, 4, 2]):
+    px, cache = stream.decode_step(golden_vae, cache, z[:, start : start + n], clamp=bool(i % 2))
+    start += n
+    assert px.shape == (1, 4 * n, 32, 32, 3)
     assert jax.tree.structure(cache) == structure and cache.nbytes == nbytes  # fixed-shape pytree
+  assert int(cache.latents) == 14
   assert stream.decode_first._cache_size() == first
   assert stream.decode_steady._cache_size() == steady
+
+
+def test_scanned_block_program_equals_per_latent_steps(golden_vae):
+  """``decode_steady`` on a whole block (``lax.scan`` inside one program) equals the per-latent steps."""
+  z = jax.random.normal(jax.random.key(6), (1, 4, 4, 4, 16))
+  per_latent, _ = _stream(golden_vae, z, [1, 3])
+  cache = stream.init_decode_cache(golden_vae, batch=1, height=4, width=4)
+  _, cache = stream.decode_step(golden_vae, cache, z[:, :1], clamp=False)
+  block, _ = stream.decode_steady(golden_vae, cache, z[:, 1:], jnp.asarray(False))
+  np.testing.assert_allclose(np.asarray(block), per_latent[1], atol=1e-6, rtol=0)
 
 
 def test_streaming_encode_equals_full_encode(golden_vae):

@@ -17,6 +17,8 @@ the key and both shapes (:class:`~longlive_jax.convert.errors.CheckpointError`).
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -93,9 +95,15 @@ def _to_upstream(path: tuple, w: np.ndarray) -> np.ndarray:
   return w
 
 
+@functools.lru_cache(maxsize=8)
+def _abstract_split(cfg: VAEConfig):
+  """``nnx.split`` of the abstract model (tracing the initialisers takes ~1 s: done once per config)."""
+  return nnx.split(abstract_vae(cfg))
+
+
 def param_specs(cfg: VAEConfig) -> list[tuple[tuple, jax.ShapeDtypeStruct]]:
   """``(our path, abstract array)`` for every parameter, in a fixed order."""
-  state = nnx.to_pure_dict(nnx.state(abstract_vae(cfg), nnx.Param))
+  state = nnx.to_pure_dict(_abstract_split(cfg)[1])
   return [(_path_names(p), s) for p, s in jax.tree_util.tree_flatten_with_path(state)[0]]
 
 
@@ -175,7 +183,8 @@ def to_upstream(params: Mapping, cfg: VAEConfig) -> dict[str, np.ndarray]:
 
 def vae_from_params(cfg: VAEConfig, params: Mapping) -> WanVAE:
   """A :class:`WanVAE` holding the arrays of ``params`` (from :func:`convert`); shapes are checked."""
-  graphdef, state = nnx.split(abstract_vae(cfg))
+  graphdef, state = _abstract_split(cfg)
+  state = copy.deepcopy(state)  # filled in place below; the cached template stays abstract
   want = nnx.to_pure_dict(state)
   for path, spec in param_specs(cfg):
     node = params

@@ -13,9 +13,11 @@ Semantics are those of upstream ``WanVAE_.encode`` / ``WanVAE_.decode`` / Self-F
   * streaming: a cache carried across :func:`decode_step` calls continues the stream, so
     decoding block by block equals decoding the whole latent video at once.
 
-The first latent (first video frame) has its own compiled program; every later block runs
-the steady-state program, whose per-latent (per 4-frame) loop is a ``lax.scan``: activation
-memory of one latent, like upstream, and one compilation per block length.
+The first latent (first video frame) has its own compiled program; every later latent (4-frame
+chunk) runs one steady-state program: activation memory of one latent, like upstream, and two
+compilations per stream shape in all. :func:`decode_steady` / :func:`encode_steady` also take
+several latents / chunks at once (a ``lax.scan``, one compilation per length) for callers that
+want a whole block inside one jitted program.
 ``vae`` arguments are :class:`~longlive_jax.vae.model.WanVAE` modules, which are pytrees:
 they are passed to the jitted functions as arguments, never baked in as constants.
 Layouts: video ``[B, T, H, W, 3]`` in [-1, 1]; latents ``[B, F, H/8, W/8, z_dim]``.
@@ -122,8 +124,9 @@ def decode_step(vae: WanVAE, cache: DecodeCache, z_block: Array, *, clamp: bool 
   Returns:
     ``(pixels [B, T, 8h, 8w, 3], cache)`` with ``T = 4n``, or ``1 + 4(n - 1)`` on the first call.
 
-  Two compiled programs serve a whole stream: :func:`decode_first` (latent 0, compiled once)
-  and :func:`decode_steady` (compiled once per block length; ``clamp`` is traced, not static).
+  Two compiled programs serve a whole stream, whatever its block sizes: :func:`decode_first`
+  (latent 0) and :func:`decode_steady` called on one latent at a time (``clamp`` is traced,
+  not static). Calls are dispatched asynchronously, so the Python loop overlaps device work.
   """
   _check_latent(vae, z_block, "z_block")
   if z_block.shape[1] < 1:
@@ -134,8 +137,8 @@ def decode_step(vae: WanVAE, cache: DecodeCache, z_block: Array, *, clamp: bool 
     px, cache = decode_first(vae, cache, z_block[:, :1], clamp)
     out.append(px)
     z_block = z_block[:, 1:]
-  if z_block.shape[1]:
-    px, cache = decode_steady(vae, cache, z_block, clamp)
+  for i in range(z_block.shape[1]):  # one latent per call: a single steady program whatever the block sizes
+    px, cache = decode_steady(vae, cache, z_block[:, i : i + 1], clamp)
     out.append(px)
   return (jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]), cache
 
@@ -218,8 +221,8 @@ def encode_step(vae: WanVAE, cache: EncodeCache, video: Array, *, normalize: boo
     mu, cache = encode_first(vae, cache, video[:, :1], normalize)
     out.append(mu)
     video = video[:, 1:]
-  if video.shape[1]:
-    mu, cache = encode_steady(vae, cache, video, normalize)
+  for i in range(0, video.shape[1], 4):  # one 4-frame chunk per call: a single steady program
+    mu, cache = encode_steady(vae, cache, video[:, i : i + 4], normalize)
     out.append(mu)
   return (jnp.concatenate(out, axis=1) if len(out) > 1 else out[0]), cache
 
