@@ -1,0 +1,433 @@
+"""The training configuration: frozen dataclasses loaded from YAML, with ``key=value`` overrides.
+
+``load_config("configs/tiny_teacher.yaml", ["steps=10", "optim.lr=1e-4"])`` reads the YAML file,
+applies the dotted overrides and builds a :class:`TrainConfig`. Every value is type-checked against
+the dataclass field it lands in; an unknown key or a value of the wrong type raises
+:class:`TrainConfigError` naming the key (with its YAML file) and listing the valid keys.
+
+Values are parsed as YAML scalars (``true``, ``null``, ``[1, 2]``), and for float fields a
+number-like string is accepted (PyYAML reads ``1e-5`` as a string). Relative paths are used as
+given, i.e. relative to the working directory (the shipped configs assume the repository root).
+
+Stage-specific options live under ``options:``. A stage module may define a frozen dataclass
+``Options``; the options are then checked and converted to it like every other section (see
+:mod:`longlive_jax.train.stages`). Without one they stay a plain (read-only) mapping.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from longlive_jax.config import ConfigError, WanConfig, get_preset
+from longlive_jax.sharding import MeshConfig
+from longlive_jax.train.optim import OptimConfig
+
+
+class TrainConfigError(ConfigError):
+  """A bad training configuration (file, key, type or value); the message names the key at fault."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+  """The trained network.
+
+  Attributes:
+    preset: a :data:`longlive_jax.config.PRESETS` name, used when neither ``config`` nor ``checkpoint`` is given.
+    config: a JSON model config (ours or upstream's ``config.json``), overrides ``preset``.
+    checkpoint: a :mod:`longlive_jax.checkpoint` folder to start from (its config wins over both).
+    overrides: WanConfig fields replaced after loading (e.g. ``{num_layers: 4}``).
+    dtype: compute dtype: ``float32`` or ``bfloat16`` (master weights and optimizer stay float32).
+    remat: rematerialise every transformer block in the backward pass (less memory, ~1/3 more compute).
+  """
+
+  preset: str = "tiny"
+  config: str | None = None
+  checkpoint: str | None = None
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  dtype: str = "float32"
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.dtype not in ("float32", "bfloat16"):
+      raise TrainConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmaConfig:
+  """EMA of the trained weights (exported instead of the raw weights when enabled)."""
+
+  enabled: bool = False
+  decay: float = 0.99
+  start_step: int = 200
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DataConfig:
+  """Where the stage's records come from (see :mod:`longlive_jax.data`).
+
+  Attributes:
+    dataset_dir: a built dataset folder (``<data_dir>/<name>/<version>``).
+    source: for prompt stages without ``dataset_dir``: a prompt txt (``prompts``) or pairs file
+      (``prompt_pairs``), built once into ``data_dir``.
+    switch_source: upstream's second txt of switch prompts (``prompt_pairs``).
+    data_dir: where ``source`` is built.
+    shuffle, num_epochs: shuffling and epochs (None: repeat forever).
+    num_threads, prefetch: grain reader threads and prefetch buffer.
+    on_error: bad source records: ``skip`` (reported) or ``fail``.
+    text_encoder: ``hash`` (a fixed random embedding per prompt / caption, for tests and tiny runs),
+      an upstream umT5 checkpoint (``models_t5_umt5-xxl-enc-bf16.pth`` or ``.safetensors``), or None
+      (the stage needs none, or the dataset stores embeddings).
+    text_encoder_preset, tokenizer: the umT5 config preset and the tokenizer folder (the Wan model
+      folder or its ``google/umt5-xxl``) of a umT5 ``text_encoder``.
+    video_encoder: for ``video_latents`` built from ``source`` (a captioned video folder): ``pool``,
+      a fixed cheap encoder (8x8 spatial / 4-frame temporal average pool, Wan's latent geometry, and
+      a fixed random 3 -> 16 channel projection) for tests and CPU runs. Real latents (Wan VAE) are
+      built beforehand with :func:`longlive_jax.data.build_video_latents` and given as ``dataset_dir``.
+    num_frames, height, width, fps: the clip each video is cut to before encoding.
+    synthetic_videos: when > 0 and ``source`` has no videos yet, write this many synthetic captioned
+      videos (moving squares, :func:`longlive_jax.data.write_synthetic_videos`) there first.
+  """
+
+  dataset_dir: str | None = None
+  source: str | None = None
+  switch_source: str | None = None
+  data_dir: str = "data"
+  shuffle: bool = True
+  num_epochs: int | None = None
+  num_threads: int = 2
+  prefetch: int = 4
+  on_error: str = "skip"
+  text_encoder: str | None = None
+  text_encoder_preset: str = "umt5-xxl"
+  tokenizer: str | None = None
+  video_encoder: str | None = None
+  num_frames: int = 81
+  height: int = 480
+  width: int = 832
+  fps: float | None = 16.0
+  synthetic_videos: int = 0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+  """Orbax train-state checkpoints (``<run_dir>/checkpoints`` unless ``dir`` is set).
+
+  ``interval``: save every N steps (and at the end); ``keep``: newest N kept; ``resume``: start from
+  the latest valid checkpoint when one exists; ``async_save``: write in a background thread.
+  """
+
+  dir: str | None = None
+  interval: int = 500
+  keep: int = 3
+  resume: bool = True
+  async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogConfig:
+  """Metrics (``<run_dir>/logs`` unless ``dir`` is set): ``format`` ``jsonl``, ``tensorboard`` or ``both``."""
+
+  dir: str | None = None
+  format: str = "jsonl"
+  every: int = 1
+  progress: bool = True
+
+  def __post_init__(self):
+    if self.format not in ("jsonl", "tensorboard", "both", "none"):
+      raise TrainConfigError(f"log.format must be jsonl, tensorboard, both or none, got {self.format!r}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+  """Final inference export (:func:`longlive_jax.checkpoint.save`) to ``dir`` (``<run_dir>/export``)."""
+
+  enabled: bool = True
+  dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributedConfig:
+  """``jax.distributed.initialize`` (see :mod:`longlive_jax.sharding`)."""
+
+  initialize: bool = False
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+  """One training run. ``batch_size`` is the global batch (over all devices and processes).
+
+  ``compile_cache_dir``: JAX's persistent compilation cache (a restarted run skips compilation).
+  """
+
+  stage: str
+  run_dir: str
+  steps: int
+  batch_size: int = 1
+  seed: int = 0
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+  ema: EmaConfig = dataclasses.field(default_factory=EmaConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+  checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+  log: LogConfig = dataclasses.field(default_factory=LogConfig)
+  export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+  distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
+  options: Any = dataclasses.field(default_factory=dict)
+  compile_cache_dir: str | None = None
+
+  def __post_init__(self):
+    if self.steps < 0 or self.batch_size < 1:
+      raise TrainConfigError(f"steps must be >= 0 and batch_size >= 1, got {self.steps} and {self.batch_size}")
+    if not 0 <= self.seed < 2**32:
+      raise TrainConfigError(f"seed must be in [0, 2**32), got {self.seed}")
+
+  @property
+  def checkpoint_dir(self) -> Path:
+    return Path(self.checkpoint.dir or Path(self.run_dir) / "checkpoints")
+
+  @property
+  def log_dir(self) -> Path:
+    return Path(self.log.dir or Path(self.run_dir) / "logs")
+
+  @property
+  def export_dir(self) -> Path:
+    return Path(self.export.dir or Path(self.run_dir) / "export")
+
+  def to_dict(self) -> dict[str, Any]:
+    return to_dict(self)
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+
+def _fields(cls) -> dict[str, Any]:
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+  return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+  """``value`` converted to the annotation ``tp`` or a :class:`TrainConfigError` naming ``key``."""
+  origin = typing.get_origin(tp)
+  if tp is Any:
+    return value
+  if origin in (typing.Union, types.UnionType):
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+      return None
+    errors = []
+    for a in args:
+      if a is type(None):
+        continue
+      try:
+        return _coerce(value, a, key)
+      except TrainConfigError as e:
+        errors.append(str(e))
+    raise TrainConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+  if dataclasses.is_dataclass(tp):
+    if isinstance(value, tp):
+      return value
+    if not isinstance(value, Mapping):
+      raise TrainConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+    return build(tp, value, prefix=key + ".")
+  if origin in (dict, Mapping) or tp in (dict, Mapping):
+    if not isinstance(value, Mapping):
+      raise TrainConfigError(f"{key}: expected a mapping, got {value!r}")
+    return dict(value)
+  if origin in (tuple, list) or tp in (tuple, list):
+    if not isinstance(value, (list, tuple)):
+      raise TrainConfigError(f"{key}: expected a list, got {value!r}")
+    args = typing.get_args(tp)
+    if args and not (len(args) == 2 and args[1] is Ellipsis) and len(args) != len(value):
+      raise TrainConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+    item = [args[0] if len(args) == 2 and args[1] is Ellipsis else a for a in args] if args else None
+    out = [_coerce(v, item[i] if item else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    return tuple(out) if (origin or tp) is tuple else out
+  if tp is bool:
+    if isinstance(value, bool):
+      return value
+  elif tp is int:
+    if isinstance(value, int) and not isinstance(value, bool):
+      return value
+  elif tp is float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+      return float(value)
+    if isinstance(value, str):
+      try:
+        return float(value)
+      except ValueError:
+        pass
+  elif tp is str:
+    if isinstance(value, str):
+      return value
+  else:
+    raise TrainConfigError(f"{key}: unsupported field type {tp!r}")
+  raise TrainConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def build(cls, values: Mapping[str, Any], *, prefix: str = "") -> Any:
+  """An instance of the config dataclass ``cls`` from a (nested) mapping, every field type-checked."""
+  fields = _fields(cls)
+  unknown = sorted(set(values) - set(fields))
+  if unknown:
+    raise TrainConfigError(
+      f"unknown key {prefix}{unknown[0]}; valid keys{' under ' + prefix[:-1] if prefix else ''}: {', '.join(fields)}"
+    )
+  missing = [
+    n
+    for n, f in ((f.name, f) for f in dataclasses.fields(cls))
+    if n not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+  ]
+  if missing:
+    raise TrainConfigError(f"missing required key {prefix}{missing[0]}")
+  kw = {name: _coerce(v, fields[name], prefix + name) for name, v in values.items()}
+  try:
+    return cls(**kw)
+  except TrainConfigError:
+    raise
+  except (ValueError, TypeError) as e:
+    raise TrainConfigError(f"{prefix[:-1] or cls.__name__}: {e}") from e
+
+
+def to_dict(cfg: Any) -> Any:
+  """A config dataclass as plain YAML/JSON-able data (tuples -> lists)."""
+  if dataclasses.is_dataclass(cfg):
+    return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+  if isinstance(cfg, Mapping):
+    return {k: to_dict(v) for k, v in cfg.items()}
+  if isinstance(cfg, (list, tuple)):
+    return [to_dict(v) for v in cfg]
+  return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+  """``"a.b=value"`` -> ``(["a", "b"], parsed value)`` (YAML scalar syntax; strings stay as typed)."""
+  if "=" not in text:
+    raise TrainConfigError(f"override {text!r}: expected key=value (e.g. steps=100 or optim.lr=1e-5)")
+  key, raw = text.split("=", 1)
+  key = key.strip()
+  if not key or any(not p for p in key.split(".")):
+    raise TrainConfigError(f"override {text!r}: empty key")
+  try:
+    value = yaml.safe_load(raw) if raw.strip() else ""
+  except yaml.YAMLError:
+    value = raw
+  if isinstance(value, (int, float, bool)) or value is None or isinstance(value, (list, dict)):
+    return key.split("."), value
+  return key.split("."), raw  # strings verbatim (no YAML date / octal surprises)
+
+
+def _check_override_path(path: list[str], cls) -> None:
+  """Unknown dotted keys fail here, naming the valid ones (free-form mappings accept any sub-key)."""
+  tp: Any = cls
+  for i, part in enumerate(path):
+    if not dataclasses.is_dataclass(tp):
+      return  # a dict-typed field (model.overrides, options): anything goes below it
+    fields = _fields(tp)
+    if part not in fields:
+      where = ".".join(path[:i])
+      raise TrainConfigError(
+        f"unknown key {'.'.join(path[: i + 1])}; valid keys{' under ' + where if where else ''}: {', '.join(fields)}"
+      )
+    tp = fields[part]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+      tp = args[0]
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str], *, cls=None) -> dict[str, Any]:
+  """Applies ``key=value`` strings to a nested dict (copied). With ``cls`` unknown keys fail at once."""
+  out = _deepcopy(values)
+  for text in overrides:
+    path, value = parse_override(text)
+    if cls is not None and path[0] != "options":
+      _check_override_path(path, cls)
+    node = out
+    for part in path[:-1]:
+      nxt = node.get(part)
+      if nxt is None:
+        nxt = node[part] = {}
+      elif not isinstance(nxt, dict):
+        raise TrainConfigError(f"override {text!r}: {part} is a value, not a section")
+      node = nxt
+    node[path[-1]] = value
+  return out
+
+
+def _deepcopy(d: Any) -> Any:
+  if isinstance(d, Mapping):
+    return {k: _deepcopy(v) for k, v in d.items()}
+  if isinstance(d, list):
+    return [_deepcopy(v) for v in d]
+  return d
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+  p = Path(path)
+  try:
+    values = yaml.safe_load(p.read_text(encoding="utf-8"))
+  except OSError as e:
+    raise TrainConfigError(f"cannot read train config {p}: {e}") from e
+  except yaml.YAMLError as e:
+    raise TrainConfigError(f"{p}: not valid YAML: {e}") from e
+  if values is None:
+    values = {}
+  if not isinstance(values, dict):
+    raise TrainConfigError(f"{p}: a train config must be a YAML mapping, got {type(values).__name__}")
+  return values
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+  """Builds the config and converts ``options`` with the stage's ``Options`` dataclass, if it has one."""
+  from longlive_jax.train import stages
+
+  cfg = build(TrainConfig, values)
+  if cfg.stage not in stages.STAGES:
+    raise TrainConfigError(f"unknown stage {cfg.stage!r}; valid stages: {', '.join(stages.STAGES)}")
+  opts_cls = stages.options_class(cfg.stage)
+  raw = cfg.options if cfg.options is not None else {}
+  if opts_cls is not None:
+    opts = _coerce(raw, opts_cls, "options")
+  else:
+    opts = types.MappingProxyType(dict(raw)) if isinstance(raw, Mapping) else raw
+  return dataclasses.replace(cfg, options=opts)
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+  """Reads ``path`` (YAML), applies ``key=value`` overrides and builds the :class:`TrainConfig`."""
+  values = apply_overrides(read_yaml(path), overrides, cls=TrainConfig)
+  try:
+    return config_from_dict(values)
+  except TrainConfigError as e:
+    raise TrainConfigError(f"{path}: {e}") from e
+
+
+def resolve_model_config(model: ModelConfig) -> WanConfig:
+  """The :class:`WanConfig` a run trains: from ``checkpoint``, ``config`` or ``preset``, then ``overrides``;
+  compute dtype from ``model.dtype``, parameters always float32 (the master weights)."""
+  from longlive_jax import checkpoint
+
+  if model.checkpoint is not None:
+    base = WanConfig.from_dict(checkpoint.read_meta(model.checkpoint)["config"])
+  elif model.config is not None:
+    base = WanConfig.load(model.config)
+  else:
+    base = get_preset(model.preset)
+  try:
+    return base.replace(**{**model.overrides, "dtype": model.dtype, "param_dtype": "float32"})
+  except TypeError as e:
+    raise TrainConfigError(f"model.overrides: {e}; valid keys: {', '.join(base.to_dict())}") from e
