@@ -5,13 +5,14 @@ Decodes ``--blocks`` blocks of ``--block-frames`` random latents (random weights
 (as a player would), and records:
   * the latency of every block (block 0 includes the first-latent and steady-state compiles,
     block 1 is the first steady block that is already compiled when block 0 has >= 2 latents);
-  * at blocks 10, 50, 100, 200 (those <= --blocks): process RSS now and its peak
+  * at blocks 10, 50, 100, 200, 500, 1000, 2000 (those <= --blocks): process RSS now and its peak
     (``ru_maxrss``), live JAX array bytes, device ``bytes_in_use`` where the backend reports
     it, and the number of compiled steady-state programs; the claim to check is that none of
     them grows with the video's length.
 
-Example (CPU):
+Examples (CPU):
   python experiments/bench_vae_stream.py --config tiny --blocks 200 --height 8 --width 8 --out /tmp/vae_tiny.json
+  python experiments/bench_vae_stream.py --config wan2.1-vae --blocks 50 --height 4 --width 4 --out /tmp/vae_full.json
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from longlive_jax.vae import stream
 from longlive_jax.vae.config import get_preset
 from longlive_jax.vae.model import count_params, init_vae
 
-CHECKPOINTS = (10, 50, 100, 200)
+CHECKPOINTS = (10, 50, 100, 200, 500, 1000, 2000)
 
 
 def rss_bytes() -> int:
@@ -62,6 +63,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--block-frames", type=int, default=3, help="latent frames per block")
   ap.add_argument("--height", type=int, default=8, help="latent height (video height / 8)")
   ap.add_argument("--width", type=int, default=8, help="latent width (video width / 8)")
+  ap.add_argument("--dim", type=int, default=None, help="override the preset's base width (a mid-size model on CPU)")
   ap.add_argument("--dtype", default="float32", help="compute and parameter dtype: float32 | bfloat16")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", type=Path, default=None, help="JSON output path")
@@ -70,6 +72,8 @@ def main(argv=None) -> dict:
     ap.error("--blocks must be >= 2 and --block-frames >= 1")
 
   cfg = get_preset(args.config).replace(dtype=args.dtype, param_dtype=args.dtype)
+  if args.dim is not None:
+    cfg = cfg.replace(dim=args.dim)
   vae = init_vae(cfg, seed=args.seed)
   b, n, h, w = 1, args.block_frames, args.height, args.width
   cache = stream.init_decode_cache(vae, batch=b, height=h, width=w)

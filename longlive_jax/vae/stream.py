@@ -86,8 +86,10 @@ def _finish_pixels(pixels: Array, clamp: Array) -> Array:
 @functools.partial(jax.jit, donate_argnums=(1,))
 def decode_first(vae: WanVAE, cache: DecodeCache, z0: Array, clamp: Array) -> tuple[Array, DecodeCache]:
   """Latent 0 of a stream ``[B, 1, h, w, z]`` -> 1 pixel frame ``[B, 1, H, W, 3]`` (upsample3d skipped: 'Rep')."""
-  if cache.started or z0.shape[1] != 1:
-    raise ValueError(f"decode_first takes a fresh cache and one latent frame, got {z0.shape[1]} frames")
+  if cache.started:
+    raise ValueError("decode_first needs a fresh cache (init_decode_cache); this one has already decoded latents")
+  if z0.shape[1] != 1:
+    raise ValueError(f"decode_first takes one latent frame, got {z0.shape[1]}")
   feats = Feats(cache.feats)
   pixels = vae.decode_chunk(denormalize_latent(z0.astype(jnp.dtype(vae.cfg.dtype))), feats, first=True)
   return _finish_pixels(pixels, clamp), DecodeCache(feats=feats.finish(), latents=cache.latents + 1, started=True)
@@ -175,8 +177,10 @@ def _check_video(vae: WanVAE, video: Array) -> None:
 @functools.partial(jax.jit, donate_argnums=(1,))
 def encode_first(vae: WanVAE, cache: EncodeCache, frame0: Array, normalize: Array) -> tuple[Array, EncodeCache]:
   """Frame 0 of a video ``[B, 1, H, W, 3]`` -> latent 0 ``[B, 1, h, w, z]`` (downsample3d skips its time conv)."""
-  if cache.started or frame0.shape[1] != 1:
-    raise ValueError(f"encode_first takes a fresh cache and one frame, got {frame0.shape[1]} frames")
+  if cache.started:
+    raise ValueError("encode_first needs a fresh cache (init_encode_cache); this one has already encoded frames")
+  if frame0.shape[1] != 1:
+    raise ValueError(f"encode_first takes one video frame, got {frame0.shape[1]}")
   feats = Feats(cache.feats)
   mu = vae.encode_chunk(frame0.astype(jnp.dtype(vae.cfg.dtype)), feats, first=True)
   mu = jnp.where(normalize, normalize_latent(mu), mu)
