@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,16 @@ def save(
   adapter: dict | None = None,
   adapter_meta: dict | None = None,
   meta: dict | None = None,
+  components: Mapping[str, tuple[Any, dict]] | None = None,
+  files: Mapping[str, str | Path] | None = None,
   overwrite: bool = False,
 ) -> Path:
-  """Saves a model (and optionally a separate LoRA adapter) as an Orbax checkpoint folder."""
+  """Saves a model (and optionally a separate LoRA adapter) as an Orbax checkpoint folder.
+
+  ``components`` adds other models of the pipeline, ``name -> (params, config dict)``, each in
+  ``<dir>/<name>`` (e.g. ``vae``, ``umt5``); ``files`` copies files or folders verbatim into
+  ``<dir>/<name>`` (e.g. the tokenizer). All of it is renamed into place at once.
+  """
   out = Path(out_dir).absolute()
   if out.exists() and not overwrite:
     raise CheckpointError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
@@ -48,7 +56,15 @@ def save(
     ckptr.save(tmp / "params", params)
     if adapter is not None:
       ckptr.save(tmp / "lora", adapter)
+    for name, (p, _) in (components or {}).items():
+      ckptr.save(tmp / name, p)
     ckptr.wait_until_finished()
+    for name, src in (files or {}).items():
+      src = Path(src)
+      if src.is_dir():
+        shutil.copytree(src, tmp / name)
+      else:
+        shutil.copy2(src, tmp / name)
     info = {
       "format_version": FORMAT_VERSION,
       "model": "wan_dit",
@@ -56,6 +72,8 @@ def save(
       "lora": adapter_meta,
       "has_adapter": adapter is not None,
       "meta": meta or {},
+      "components": {name: {"config": c} for name, (_, c) in (components or {}).items()},
+      "files": {name: name for name in (files or {})},
     }
     (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str))
     if out.exists():
@@ -106,3 +124,34 @@ def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, 
   if info.get("has_adapter"):
     adapter = ckptr.restore(path / "lora")
   return cfg, params, adapter, info
+
+
+def load_component(ckpt_dir: str | Path, name: str, *, target=None) -> tuple[dict, Any]:
+  """``(config dict, params)`` of a pipeline component saved with :func:`save` (``components``).
+
+  ``target`` (a pytree of arrays or ``jax.ShapeDtypeStruct``) fixes structure, dtypes and shardings.
+  """
+  path = Path(ckpt_dir).absolute()
+  info = read_meta(path)
+  comps = info.get("components") or {}
+  if name not in comps:
+    have = ", ".join(comps) or "none"
+    raise CheckpointError(
+      f"{path}: holds no {name!r} component (it has: {have}); convert the whole model with "
+      "'longlive-jax convert --wan-dir DIR --longlive-dir DIR --out CKPT'"
+    )
+  ckptr = ocp.StandardCheckpointer()
+  try:
+    params = ckptr.restore(path / name, _abstract_like(target) if target is not None else None)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise CheckpointError(f"{path}/{name}: unreadable or does not match its config: {e}") from e
+  return comps[name]["config"], params
+
+
+def component_file(ckpt_dir: str | Path, name: str) -> Path:
+  """Path of a file / folder copied into the checkpoint with ``files`` (e.g. ``tokenizer``)."""
+  path = Path(ckpt_dir).absolute()
+  info = read_meta(path)
+  if name not in (info.get("files") or {}):
+    raise CheckpointError(f"{path}: holds no {name!r} files (convert the whole model with --wan-dir)")
+  return path / info["files"][name]

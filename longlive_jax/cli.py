@@ -30,7 +30,15 @@ def _add_convert(sub):
       "container ({'generator' | 'generator_ema' | 'model': state_dict}). Conversion runs tensor by tensor."
     ),
   )
-  p.add_argument("src", help="weights: folder, .safetensors, .safetensors.index.json, or .pt/.pth")
+  p.add_argument("src", nargs="?", help="DiT weights: folder, .safetensors, .safetensors.index.json, or .pt/.pth")
+  p.add_argument(
+    "--wan-dir",
+    help="whole model: the Wan2.1 folder (VAE, umT5 encoder, tokenizer; and the DiT when no --longlive-dir)",
+  )
+  p.add_argument("--longlive-dir", help="whole model: the LongLive folder (models/longlive_base.pt, models/lora.pt)")
+  p.add_argument("--no-lora", action="store_true", help="whole model: do not merge LongLive's lora.pt")
+  p.add_argument("--ema", action="store_true", help="whole model: use the generator_ema weights of the container")
+  p.add_argument("--text-dtype", default="bfloat16", choices=["float32", "bfloat16"], help="umT5 storage dtype")
   p.add_argument("--out", required=True, help="output checkpoint folder (must not exist unless --overwrite)")
   p.add_argument(
     "--config",
@@ -57,6 +65,34 @@ def _add_convert(sub):
 
 def _cmd_convert(a) -> int:
   from longlive_jax.convert.run import convert_dit
+
+  if a.wan_dir:
+    if a.src:
+      raise ConfigError("give either SRC (DiT only) or --wan-dir (whole model), not both")
+    from longlive_jax.convert.whole import convert_model
+
+    w = convert_model(
+      wan_dir=a.wan_dir,
+      longlive_dir=a.longlive_dir,
+      out=a.out,
+      config=a.config,
+      lora=not a.no_lora,
+      ema=a.ema,
+      dtype=a.dtype,
+      text_dtype=a.text_dtype,
+      overwrite=a.overwrite,
+      progress=not a.quiet,
+    )
+    print(f"wrote {w.out}")
+    for k, v in vars(w.inputs).items():
+      print(f"  {k}: {v}")
+    print("  parameters: " + ", ".join(f"{k} {v:,}" for k, v in w.num_params.items()))
+    print(f"  time: {w.seconds:.1f} s, peak memory: {w.peak_rss_mb:.0f} MB")
+    return 0
+  if not a.src:
+    raise ConfigError("convert needs SRC (a DiT checkpoint) or --wan-dir DIR [--longlive-dir DIR] (the whole model)")
+  if a.longlive_dir:
+    raise ConfigError("--longlive-dir goes with --wan-dir (the whole model)")
 
   s = convert_dit(
     a.src,

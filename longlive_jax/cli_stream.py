@@ -45,52 +45,114 @@ def _opts(a) -> srun.StreamOptions:
   )
 
 
-def _resolver(streamer, base: Path | None = None):
-  """Turns a prompt into an embedding: today a path to a ``.npy`` / ``.npz`` (relative to ``base``)."""
-  cfg = streamer.cfg
+def _is_embedding(prompt: str) -> bool:
+  return Path(prompt).suffix in (".npy", ".npz")
 
-  def resolve(prompt: str) -> np.ndarray:
-    path = Path(prompt)
-    if base is not None and not path.is_absolute():
-      path = base / path
-    if path.suffix in (".npy", ".npz"):
-      return srun.read_embedding(path, text_len=cfg.text_len, text_dim=cfg.text_dim)
-    raise srun.StreamInputError(
-      f"prompt {prompt!r}: text prompts need the umT5 text encoder, which this checkpoint does not hold; "
-      "give a path to a precomputed embedding (.npy / .npz, [text_len, text_dim])"
-    )
 
-  return resolve
+class _Prompts:
+  """Turns prompts into embeddings: a ``.npy`` / ``.npz`` path (relative to ``base``) is read as is; text goes
+  through the checkpoint's umT5 encoder (loaded on first use, released by :meth:`release`)."""
+
+  def __init__(self, streamer, checkpoint_dir: str, base: Path | None = None):
+    self.cfg, self.ckpt, self.base = streamer.cfg, checkpoint_dir, base
+    self.encoder = None
+
+  def __call__(self, prompt: str) -> np.ndarray:
+    if _is_embedding(prompt):
+      path = Path(prompt)
+      if self.base is not None and not path.is_absolute():
+        path = self.base / path
+      return srun.read_embedding(path, text_len=self.cfg.text_len, text_dim=self.cfg.text_dim)
+    if self.encoder is None:
+      from longlive_jax import pipeline
+
+      if not pipeline.has_component(self.ckpt, "umt5"):
+        raise srun.StreamInputError(
+          f"prompt {prompt!r}: text prompts need the umT5 text encoder, which {self.ckpt} does not hold; convert "
+          "the whole model (longlive-jax convert --wan-dir ...) or give a precomputed embedding (.npy / .npz)"
+        )
+      self.encoder = pipeline.TextEncoder(self.ckpt, text_len=self.cfg.text_len)
+    return self.encoder([prompt])
+
+  def release(self) -> None:
+    if self.encoder is not None:
+      self.encoder.release()
+      self.encoder = None
+
+
+def _outputs(a, checkpoint_dir: str, out: Path):
+  """``(latents_path | None, video sink | None)`` for ``--out`` (.npz latents, or .mp4 video) and ``--png-dir``."""
+  video = out if out.suffix == ".mp4" else None
+  latents = getattr(a, "latents", None) or (None if video is not None else out)
+  sink = None
+  if video is not None or getattr(a, "png_dir", None):
+    from longlive_jax import pipeline
+
+    pipeline.require_components(checkpoint_dir, ["vae"], why="writing video")
+    sink = pipeline.VideoSink(checkpoint_dir, video_path=video, png_dir=a.png_dir, fps=a.fps)
+  return latents, sink
+
+
+def _add_output_options(p) -> None:
+  p.add_argument("--latents", help="also save the latents to this .npz when --out is a video")
+  p.add_argument("--png-dir", help="also write every video frame as a PNG into this folder")
+  p.add_argument("--fps", type=float, default=16.0, help="video frame rate (LongLive: 16)")
 
 
 def add_generate(sub) -> None:
   p = sub.add_parser(
     "generate",
-    help="generate a video's latents for one prompt",
+    help="generate a video for one prompt",
     description=(
       "Stream N latent frames for one prompt, block by block (3 frames, 4 denoising steps, one cache-writing "
-      "pass), with a progress bar. The prompt is a precomputed embedding (.npy / .npz); the output is an .npz "
-      "holding latents [B, T, C, H, W] (LongLive layout) and the settings that reproduce them."
+      "pass), with a progress bar. PROMPT is text (needs a whole-model checkpoint: longlive-jax convert --wan-dir) "
+      "or a precomputed embedding (.npy / .npz). --out x.mp4 decodes each block with the VAE and appends it to the "
+      "video as it is generated; --out x.npz saves latents [B, T, C, H, W] (LongLive layout) and the settings that "
+      "reproduce them."
     ),
   )
-  p.add_argument("embedding", help="prompt embedding: .npy / .npz, [text_len, text_dim] or [B, text_len, text_dim]")
-  p.add_argument("--out", required=True, help="output .npz")
+  p.add_argument("prompt", help="the prompt text, or an embedding file: .npy / .npz, [text_len, text_dim]")
+  p.add_argument("--out", required=True, help="output: .mp4 (video) or .npz (latents)")
   p.add_argument(
-    "--offline", action="store_true", help="run all blocks in one compiled lax.scan (same output, no per-block bar)"
+    "--offline", action="store_true", help="run all blocks in one compiled lax.scan (latents only, no per-block bar)"
   )
+  _add_output_options(p)
   _add_stream_options(p)
 
 
 def cmd_generate(a) -> int:
   opts = _opts(a)
   st = srun.load_streamer(a.checkpoint, opts)
-  ctx = _resolver(st)(a.embedding)
+  prompts = _Prompts(st, a.checkpoint)
+  ctx = prompts(a.prompt)
+  prompts.release()
+  out = Path(a.out)
   if a.offline:
-    meta = srun.run_offline(st, ctx, opts=opts, out_path=a.out, prompt=a.embedding)
-  else:
-    meta = srun.run_stream(st, [ctx], [], opts=opts, out_path=a.out, prompts=[a.embedding], progress=not a.quiet)
-  print(f"wrote {a.out}: {meta['frames']} latent frames in {meta['seconds']:.1f} s")
+    if out.suffix == ".mp4":
+      raise srun.StreamInputError("--offline writes latents only: give --out x.npz")
+    meta = srun.run_offline(st, ctx, opts=opts, out_path=out, prompt=a.prompt)
+    print(f"wrote {out}: {meta['frames']} latent frames in {meta['seconds']:.1f} s")
+    return 0
+  latents, sink = _outputs(a, a.checkpoint, out)
+  try:
+    meta = srun.run_stream(
+      st, [ctx], [], opts=opts, out_path=latents, prompts=[a.prompt], on_block=sink, progress=not a.quiet
+    )
+  finally:
+    if sink is not None:
+      sink.close()
+  _report(out, meta, sink)
   return 0
+
+
+def _report(out: Path, meta: dict, sink) -> None:
+  what = f"{meta['frames']} latent frames"
+  if sink is not None:
+    what += f" -> {sink.frames} video frames"
+  print(
+    f"wrote {out}: {what} in {meta['seconds']:.1f} s (first block {meta['first_block_seconds']:.1f} s), "
+    f"switches at {meta['switch_frames']}"
+  )
 
 
 def add_interactive(sub) -> None:
@@ -105,8 +167,10 @@ def add_interactive(sub) -> None:
       f"the next block on; '{srun.QUIT}' stops early."
     ),
   )
-  p.add_argument("prompts", help="jsonl prompt script, or with --live the first prompt's embedding file")
-  p.add_argument("--out", required=True, help="output .npz (one video) or folder (several jsonl lines)")
+  p.add_argument("prompts", help="jsonl prompt script, or with --live the first prompt (text or embedding file)")
+  p.add_argument(
+    "--out", required=True, help="output .mp4 or .npz (one video), or a folder (several jsonl lines: .mp4 each)"
+  )
   p.add_argument("--switch-frames", help="comma-separated latent frame indices of the switches (e.g. 40,80,120)")
   p.add_argument("--line", type=int, help="only this line of the jsonl (1-based)")
   p.add_argument("--live", action="store_true", help="read new prompts from stdin while generating")
@@ -114,6 +178,7 @@ def add_interactive(sub) -> None:
   p.add_argument(
     "--switch-mode", choices=SWITCH_MODES, default="recache", help="what a switch does to the cache (default recache)"
   )
+  _add_output_options(p)
   _add_stream_options(p)
 
 
@@ -130,41 +195,62 @@ def cmd_interactive(a) -> int:
   opts = _opts(a)
   st = srun.load_streamer(a.checkpoint, opts)
   if a.live:
-    resolve = _resolver(st)
+    prompts = _Prompts(st, a.checkpoint)  # kept loaded: typed prompts are encoded as they come
     live = srun.LivePrompts(sys.stdin)
-    print(f"live mode: type an embedding path to switch prompts, '{srun.QUIT}' to stop", file=sys.stderr)
-    meta = srun.run_stream(
-      st,
-      [resolve(a.prompts)],
-      [],
-      opts=opts,
-      out_path=a.out,
-      prompts=[a.prompts],
-      live=live,
-      resolve=resolve,
-      progress=not a.quiet,
-    )
-    print(f"wrote {a.out}: {meta['frames']} latent frames, switches at {meta['switch_frames']}")
+    print(f"live mode: type a prompt (or an embedding path) to switch, '{srun.QUIT}' to stop", file=sys.stderr)
+    out = Path(a.out)
+    latents, sink = _outputs(a, a.checkpoint, out)
+    try:
+      meta = srun.run_stream(
+        st,
+        [prompts(a.prompts)],
+        [],
+        opts=opts,
+        out_path=latents,
+        prompts=[a.prompts],
+        live=live,
+        resolve=prompts,
+        on_block=sink,
+        progress=not a.quiet,
+      )
+    finally:
+      if sink is not None:
+        sink.close()
+    _report(out, meta, sink)
     return 0
   script = srun.read_prompt_script(a.prompts, switch_frames=_parse_frames(a.switch_frames))
   if a.line is not None:
     script = [s for s in script if s.line == a.line]
     if not script:
       raise srun.StreamInputError(f"{a.prompts}: no prompt line {a.line}")
-  resolve = _resolver(st, Path(a.prompts).parent)
-  out = Path(a.out)
-  for s in script:
+  prompts = _Prompts(st, a.checkpoint, Path(a.prompts).parent)
+  encoded = {}
+  for s in script:  # every prompt encoded up front (as upstream), then the text encoder is released
     try:
-      contexts = [resolve(p) for p in s.prompts]
+      encoded[s.line] = [prompts(p) for p in s.prompts]
     except srun.StreamInputError as e:
       raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
+  prompts.release()
+  out = Path(a.out)
+  for s in script:
     switches = [Switch(f, i + 1) for i, f in enumerate(s.switch_frames)]
-    target = out if len(script) == 1 else out / f"line{s.line:04d}.npz"
+    target = out if (len(script) == 1 and out.suffix) else out / f"line{s.line:04d}.mp4"
+    latents, sink = _outputs(a, a.checkpoint, target)
     try:
       meta = srun.run_stream(
-        st, contexts, switches, opts=opts, out_path=target, prompts=s.prompts, progress=not a.quiet
+        st,
+        encoded[s.line],
+        switches,
+        opts=opts,
+        out_path=latents,
+        prompts=s.prompts,
+        on_block=sink,
+        progress=not a.quiet,
       )
     except srun.StreamInputError as e:
       raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
-    print(f"wrote {target}: {meta['frames']} latent frames, switches at {meta['switch_frames']}")
+    finally:
+      if sink is not None:
+        sink.close()
+    _report(target, meta, sink)
   return 0

@@ -53,9 +53,21 @@ class ConvertSummary:
   peak_rss_mb: float
 
 
-def convert_dit(
+@dataclasses.dataclass
+class DitParts:
+  """A converted DiT before it is written: config, parameters, optional separate adapter."""
+
+  cfg: WanConfig
+  params: dict
+  adapter: dict | None
+  adapter_meta: dict | None
+  config_source: str
+  num_tensors: int
+  source: Path
+
+
+def build_dit(
   src_path: str | Path,
-  out: str | Path,
   *,
   config: str | None = None,
   container: str | None = None,
@@ -65,15 +77,10 @@ def convert_dit(
   lora_mode: str = "merge",
   dtype: str | None = None,
   num_heads: int | None = None,
-  overwrite: bool = False,
   progress: bool = True,
-) -> ConvertSummary:
-  """Converts a Wan / LongLive DiT checkpoint (optionally with a LoRA) into an Orbax checkpoint folder."""
-  t0 = time.time()
+) -> DitParts:
+  """Reads and converts a Wan / LongLive DiT checkpoint (optionally with a LoRA), checking every key and shape."""
   src_path = Path(src_path)
-  out = Path(out)
-  if out.exists() and not overwrite:
-    raise CheckpointError(f"{out}: already exists (pass --overwrite to replace it)")
   if lora_mode not in ("merge", "separate"):
     raise ConfigError(f"--lora-mode must be 'merge' or 'separate', got {lora_mode!r}")
   src = sources.open_state_dict(src_path, container=container)
@@ -106,7 +113,7 @@ def convert_dit(
   if progress:
     from tqdm import tqdm
 
-    bar = tqdm(total=len(src), desc="converting", unit="tensor")
+    bar = tqdm(total=len(src), desc="converting DiT", unit="tensor")
 
   def tick(done, total):
     if bar is not None:
@@ -115,15 +122,34 @@ def convert_dit(
   params = wan_dit.convert(model_src, cfg, progress=tick)
   if bar is not None:
     bar.close()
-  num_params = sum(v.size for v in jax.tree.leaves(params))
+  return DitParts(cfg, params, adapter, adapter_meta, cfg_source, len(src), src_path)
+
+
+def convert_dit(
+  src_path: str | Path,
+  out: str | Path,
+  *,
+  overwrite: bool = False,
+  **kwargs,
+) -> ConvertSummary:
+  """Converts a Wan / LongLive DiT checkpoint (optionally with a LoRA) into an Orbax checkpoint folder.
+
+  ``kwargs`` are those of :func:`build_dit`.
+  """
+  t0 = time.time()
+  out = Path(out)
+  if out.exists() and not overwrite:
+    raise CheckpointError(f"{out}: already exists (pass --overwrite to replace it)")
+  d = build_dit(src_path, **kwargs)
+  num_params = sum(v.size for v in jax.tree.leaves(d.params))
   checkpoint.save(
     out,
-    cfg=cfg,
-    params=params,
-    adapter=adapter,
-    adapter_meta=adapter_meta,
-    meta={"source": str(src_path), "config_source": cfg_source, "num_params": num_params},
+    cfg=d.cfg,
+    params=d.params,
+    adapter=d.adapter,
+    adapter_meta=d.adapter_meta,
+    meta={"source": str(d.source), "config_source": d.config_source, "num_params": num_params},
     overwrite=overwrite,
   )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-  return ConvertSummary(out, cfg_source, len(src), num_params, adapter_meta, time.time() - t0, peak)
+  return ConvertSummary(out, d.config_source, d.num_tensors, num_params, d.adapter_meta, time.time() - t0, peak)

@@ -214,15 +214,18 @@ def run_stream(
   switches: Sequence[Switch],
   *,
   opts: StreamOptions,
-  out_path: str | Path,
+  out_path: str | Path | None,
   prompts: Sequence[str],
   live: LivePrompts | None = None,
   resolve: Callable[[str], np.ndarray] | None = None,
+  on_block: Callable[[np.ndarray], None] | None = None,
   progress: bool = True,
 ) -> dict:
   """Generates ``opts.frames`` latent frames with scheduled (and, with ``live``, typed) prompt switches.
 
-  Returns a summary; the latents go to ``out_path`` even if generation stops early.
+  ``on_block(x0 [B, n, H, W, C])`` receives every block as soon as it exists (e.g. the streaming
+  VAE decoder writing video). Returns a summary; the latents go to ``out_path`` (if given) even if
+  generation stops early.
   """
   spec = streamer.spec
   nb = opts.frames // spec.block_frames
@@ -268,6 +271,8 @@ def run_stream(
         sess.switch(jnp.asarray(contexts[sw.prompt]), prompt=sw.prompt)
       _, x0, info = sess.next_block()
       blocks.append(np.asarray(x0))
+      if on_block is not None:
+        on_block(blocks[-1])
       if info["switched_to"] is not None:
         start = sess.frame - spec.block_frames
         if start == 0:  # a prompt typed before the first block replaces the first prompt
@@ -279,7 +284,9 @@ def run_stream(
       if bar is not None:
         steady = (time.perf_counter() - t0 - t_first) / max(blk, 1)
         fps = spec.block_frames / steady if blk else float("nan")
-        bar.set_postfix_str(f"{fps:.2f} latent frames/s, {4 * fps:.1f} video frames/s", refresh=False)
+        bar.set_postfix_str(
+          f"first block {t_first:.1f} s, {fps:.2f} latent frames/s, {4 * fps:.1f} video frames/s", refresh=False
+        )
         bar.update(1)
   except KeyboardInterrupt:
     status = "interrupted"
@@ -300,7 +307,8 @@ def run_stream(
     "seconds": seconds,
     "first_block_seconds": t_first,
   }
-  save_latents(out_path, latents, **meta)
+  if out_path is not None:
+    save_latents(out_path, latents, **meta)
   if status == "interrupted":
     raise KeyboardInterrupt
   return meta
