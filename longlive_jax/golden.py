@@ -30,9 +30,7 @@ from longlive_jax.model.params import model_from_params, params_of
 DEFAULT_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "golden"
 
 # Kinds that later issues bring (kind -> issue).
-PLANNED_KINDS = {
-  "wan_vae": "issue 4 (VAE, umT5, pipeline)",
-}
+PLANNED_KINDS: dict[str, str] = {}
 
 
 class UnsupportedKind(NotImplementedError):
@@ -247,6 +245,7 @@ def _lazy(module: str) -> Callable[[Path, dict], list[Comparison]]:
 RUNNERS.update(
   {
     "umt5_encoder": _lazy("longlive_jax.text.golden_case"),
+    "wan_vae": _lazy("longlive_jax.vae.golden_case"),
     "flow_scheduler": _lazy("longlive_jax.train.golden_cases"),
     "dmd_loss": _lazy("longlive_jax.train.golden_cases"),
   }
