@@ -165,7 +165,7 @@ class TeacherStage:
     ema = state.ema
     if ema is not None:
       ema = optim.ema_update(ema, params, step=state.step, decay=self.ema_decay, start_step=self.ema_start_step)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **aux}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     new = state.replace(params=params, opt_state=opt_state, ema=ema, step=state.step + 1)
     return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 

@@ -1,0 +1,239 @@
+"""Training loop, checkpoints, config and CLI of the teacher stage (tiny config, CPU).
+
+* exact resume: 4 steps in one run == 2 steps, checkpoint, 2 more steps in a NEW PROCESS (train
+  state bitwise, metrics bitwise), through ``cmd_train``;
+* an Orbax save killed before finalisation never loads as a checkpoint;
+* remat and bf16 compute: remat forward / gradients equal the plain ones; bf16 keeps f32 masters;
+* config overrides and CLI errors name the key and the valid ones.
+
+The compiled programs go to a JAX persistent compilation cache in the test's temp folder, shared by
+the subprocesses, so only the first run compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from longlive_jax.config import tiny_config
+from longlive_jax.train import config as tconfig
+from longlive_jax.train import loop
+from longlive_jax.train.checkpointing import TrainCheckpointer
+from longlive_jax.train.cli import TrainError, add_train, cmd_train
+from longlive_jax.train.optim import OptimConfig
+from longlive_jax.train.stages.teacher import TeacherStage
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny_teacher.yaml"
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+  return tmp_path_factory.mktemp("train_loop")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(work):
+  """Persistent compilation cache for this module (restored afterwards)."""
+  d = work / "jax_cache"
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(d))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  yield d
+  jax.config.update("jax_compilation_cache_dir", old[0])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+
+
+def _overrides(work: Path, run: str, steps: int) -> list[str]:
+  return [
+    f"run_dir={work / run}",
+    f"steps={steps}",
+    "batch_size=2",
+    f"data.source={work / 'videos'}",
+    f"data.data_dir={work / 'data'}",
+    "data.synthetic_videos=6",
+    "data.num_frames=5",
+    "data.height=32",
+    "data.width=32",
+    "checkpoint.interval=2",
+    "log.progress=false",
+    "log.format=both",
+  ]
+
+
+def _cli(argv: list[str]) -> int:
+  p = argparse.ArgumentParser()
+  add_train(p.add_subparsers(dest="command"))
+  return cmd_train(p.parse_args(["train", *argv]))
+
+
+def _read_state(ckpt_dir: Path, step: int) -> dict:
+  tree = ocp.PyTreeCheckpointer().restore((ckpt_dir / str(step) / "state").absolute())
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def test_exact_resume_in_new_process(work, cache_dir):
+  assert _cli([str(TINY), *_overrides(work, "full", 4)]) == 0
+  # The 2-step state of that run (saved at step 2 and never touched again) seeds a second run folder.
+  shutil.copytree(work / "full" / "checkpoints" / "2", work / "resumed" / "checkpoints" / "2")
+  env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  code = "import sys; from longlive_jax.train.cli import main; sys.exit(main())"
+  proc = subprocess.run(
+    [sys.executable, "-c", code, str(TINY), *_overrides(work, "resumed", 4)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "resumed from step 2" in proc.stderr
+
+  full, resumed = work / "full", work / "resumed"
+  assert TrainCheckpointer(full / "checkpoints").all_steps() == [2, 4]
+  a, b = _read_state(full / "checkpoints", 4), _read_state(resumed / "checkpoints", 4)
+  assert a.keys() == b.keys() and any("ema" in k for k in a) and any("opt_state" in k for k in a)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # The 2-step checkpoints agree too, and training moved the weights.
+  a2 = _read_state(full / "checkpoints", 2)
+  assert any(not np.array_equal(a2[k], a[k]) for k in a if "params" in k)
+
+  ma, mb = loop.read_metrics(full / "logs"), loop.read_metrics(resumed / "logs")
+  assert [m["step"] for m in ma] == [1, 2, 3, 4] and [m["step"] for m in mb] == [3, 4]
+  assert ma[2:] == mb, (ma, mb)
+  assert all(np.isfinite(m["loss"]) for m in ma)
+
+  # Export: the EMA in the inference checkpoint format, equal in both runs.
+  from longlive_jax import checkpoint
+
+  cfg_a, pa, _, info = checkpoint.load(full / "export")
+  _, pb, _, _ = checkpoint.load(resumed / "export")
+  assert info["meta"]["stage"] == "teacher" and info["meta"]["step"] == 4 and cfg_a.dim == 32
+  for x, y in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  ema = {k.split("['ema']", 1)[1]: v for k, v in a.items() if k.startswith("['ema']")}
+  flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_flatten_with_path(pa)[0]}
+  np.testing.assert_array_equal(flat["['blocks']['ffn']['fc1']['kernel']"], ema["['blocks']['ffn']['fc1']['kernel']"])
+
+  # TensorBoard event file with the loss scalars (tensorboardX, no TensorFlow).
+  events = list((full / "logs").glob("events.out.tfevents.*"))
+  assert events and b"train/loss" in events[0].read_bytes()
+
+
+def test_interrupted_save_never_loads(work):
+  d = work / "interrupted"
+  script = textwrap.dedent(
+    f"""
+    import os
+    import jax.numpy as jnp
+    from orbax.checkpoint._src.path import atomicity
+    from longlive_jax.train.checkpointing import TrainCheckpointer
+    ck = TrainCheckpointer({str(d)!r}, keep=3)
+    ck.save(1, {{"w": jnp.arange(6.0), "step": jnp.int32(1)}}, meta={{"stage": "x"}})
+    ck.wait()
+    async def killed(self):  # the process dies after the data is written, before the rename
+      os._exit(17)
+    atomicity.AtomicRenameTemporaryPath.finalize = killed
+    ck.save(2, {{"w": jnp.arange(6.0) * 2, "step": jnp.int32(2)}}, meta={{"stage": "x"}})
+    ck.wait()
+    """
+  )
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 17, proc.stderr[-3000:]
+  leftovers = [p.name for p in d.iterdir() if p.name.startswith("2")]
+  assert leftovers and all("tmp" in n for n in leftovers), leftovers  # step 2 was written, not finalised
+  ck = TrainCheckpointer(d)
+  assert ck.all_steps() == [1] and ck.latest_step() == 1
+  target = {"w": jnp.zeros(6), "step": jnp.int32(0)}
+  r = ck.restore(None, target=target)
+  np.testing.assert_array_equal(np.asarray(r.state["w"]), np.arange(6.0))
+  assert r.step == 1 and r.meta["stage"] == "x"
+  ck.close()
+  assert not [p for p in d.iterdir() if p.name.startswith("2")]  # the temporary folder was cleaned up
+
+
+def test_remat_and_bf16(cache_dir):
+  cfg = tiny_config()
+  stage = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), remat=False)
+  state = stage.init(jax.random.PRNGKey(1), mesh=None)
+  rng = np.random.default_rng(0)
+  records = [
+    {"latents": rng.standard_normal((3, 4, 4, 16)), "text_embedding": rng.standard_normal((16, 32))} for _ in range(2)
+  ]
+  batch = stage.make_batch(records)
+  key = jax.random.fold_in(state.key, 0)  # the key of the first step
+
+  vg = jax.jit(jax.value_and_grad(lambda p, s: s.loss(p, batch, key)[0]), static_argnums=1)
+  l0, g0 = vg(state.params, stage)
+  remat = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), remat=True)
+  l1, g1 = vg(state.params, remat)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+  bf16 = TeacherStage(model_config=cfg.replace(dtype="bfloat16"), optim_config=OptimConfig(lr=1e-3), remat=True)
+  new, metrics = jax.jit(bf16.step)(state, batch)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves((new.params, new.opt_state)) if p.ndim)
+  assert abs(float(metrics["loss"]) - float(l0)) < 0.02 * float(l0), (float(metrics["loss"]), float(l0))
+  assert int(new.step) == 1 and np.isfinite(float(metrics["grad_norm"]))
+
+
+def test_config_overrides_and_errors(tmp_path):
+  cfg = tconfig.load_config(TINY, ["optim.lr=1e-5", "mesh.fsdp=2", "data.fps=null", "options.timestep_shift=3"])
+  assert cfg.optim.lr == 1e-5 and isinstance(cfg.optim.lr, float) and cfg.mesh.fsdp == 2 and cfg.data.fps is None
+  assert cfg.options.timestep_shift == 3.0 and cfg.stage == "teacher" and cfg.ema.start_step == 10
+  mc = tconfig.resolve_model_config(tconfig.load_config(TINY, ["model.dtype=bfloat16"]).model)
+  assert mc.dtype == "bfloat16" and mc.param_dtype == "float32"
+
+  cases = {
+    "optim.lrr=1": ["optim.lrr", "lr, beta1"],
+    "steps=abc": ["steps: expected int", "'abc'"],
+    "log.format=xml": ["log.format"],
+    "options.shift=5": ["options.shift", "timestep_shift"],
+    "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],
+    "bogus=1": ["unknown key bogus", "stage, run_dir"],
+    "steps": ["key=value"],
+  }
+  for override, needles in cases.items():
+    with pytest.raises(TrainError) as e:
+      _cli([str(TINY), override])
+    for n in needles:
+      assert n in str(e.value), (override, str(e.value))
+  with pytest.raises(TrainError, match="cannot read train config"):
+    _cli([str(tmp_path / "missing.yaml")])
+  with pytest.raises(TrainError, match="needs 3 devices"):
+    _cli([str(TINY), "mesh.data=3", f"run_dir={tmp_path}"])
+  with pytest.raises(TrainError, match="ode_init is not available|ode-init"):
+    bad = tmp_path / "ode.yaml"
+    bad.write_text(TINY.read_text().replace("stage: teacher", "stage: ode-init").split("options:")[0])
+    from longlive_jax.train import stages
+
+    if "ode_init" in {getattr(f, "module", None) for f in stages.STAGES.values()}:
+      try:
+        __import__("longlive_jax.train.stages.ode_init")
+        pytest.skip("the ode-init stage module exists")
+      except ModuleNotFoundError:
+        pass
+    _cli([str(bad), f"run_dir={tmp_path}"])
+
+  out = tmp_path / "printed.json"
+  import contextlib
+  import io
+
+  buf = io.StringIO()
+  with contextlib.redirect_stdout(buf):
+    assert _cli([str(TINY), "steps=7", "--print-config"]) == 0
+  out.write_text(buf.getvalue())
+  assert json.loads(out.read_text())["steps"] == 7
