@@ -193,6 +193,11 @@ class TrainConfig:
       raise TrainConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
   @property
+  def stage_options(self) -> Any:
+    """The ``options:`` section as a plain mapping (stage factories that take a mapping read this)."""
+    return to_dict(self.options) if dataclasses.is_dataclass(self.options) else self.options
+
+  @property
   def checkpoint_dir(self) -> Path:
     return Path(self.checkpoint.dir or Path(self.run_dir) / "checkpoints")
 

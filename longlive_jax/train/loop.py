@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -232,6 +233,26 @@ def read_metrics(log_dir: str | Path) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- step
 
 
+def unalias(state: Any) -> Any:
+  """The state with every buffer used by one leaf only (a copy for repeats), so it can be donated.
+
+  Initialisers may put one array in two places (EMA = weights, teacher = critic); donating such a
+  state fails ("donate the same buffer twice").
+  """
+  seen: set = set()
+
+  def one(x):
+    if not isinstance(x, jax.Array):
+      return x
+    ptrs = tuple(s.data.unsafe_buffer_pointer() for s in x.addressable_shards)
+    if any(p in seen for p in ptrs):
+      return jnp.array(x, copy=True)
+    seen.update(ptrs)
+    return x
+
+  return jax.tree.map(one, state)
+
+
 def compile_step(stage: Any, state: Any, mesh: jax.sharding.Mesh) -> Callable:
   """``stage.step`` jitted with the state's shardings pinned on output and the state donated."""
   state_sh = jax.tree.map(lambda x: x.sharding, state)
@@ -296,6 +317,7 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
   if start > cfg.steps:
     raise TrainConfigError(f"steps={cfg.steps} but {cfg.checkpoint_dir} already holds step {start}")
 
+  state = unalias(state)
   step_fn = compile_step(stage, state, mesh)
   writer = MetricsWriter(cfg.log_dir, cfg.log.format, enabled=main)
   bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.log.progress and main), desc=cfg.stage, unit="step")
@@ -345,6 +367,9 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
 def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
   """Writes ``stage.export(state)`` as a :mod:`longlive_jax.checkpoint` folder (the inference format).
 
+  The model config saved with it: ``stage.model_config``, else ``stage.core.cfgs["generator"]`` (the
+  DMD stages), else ``cfg.model``.
+
   Multi-process runs skip it (the folder is written with a local temporary rename); export from
   the Orbax train checkpoint on one host instead.
   """
@@ -352,7 +377,10 @@ def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
 
   if jax.process_count() > 1:
     return None
-  model_cfg = getattr(stage, "model_config", None) or resolve_model_config(cfg.model)
+  model_cfg = getattr(stage, "model_config", None)
+  if model_cfg is None:  # the DMD stages keep their networks' configs in ``stage.core.cfgs``
+    model_cfg = (getattr(getattr(stage, "core", None), "cfgs", None) or {}).get("generator")
+  model_cfg = model_cfg or resolve_model_config(cfg.model)
   params = stage.export(state)
   meta = {"stage": cfg.stage, "step": cfg.steps, "train_config": to_dict(cfg)}
   return checkpoint.save(cfg.export_dir, cfg=model_cfg, params=params, meta=meta, overwrite=True)
