@@ -6,6 +6,7 @@ Subcommands:
   parity    run the golden reference cases and report max abs errors
   generate  stream one prompt's video latents block by block
   interactive  stream with prompt switches (jsonl script or live stdin) and KV-recache
+  train     train a stage (teacher, ode-init, self-forcing, streaming-long) from a YAML config
 """
 
 from __future__ import annotations
@@ -182,12 +183,19 @@ def _cmd_parity(a) -> int:
   return 1 if failed else 0
 
 
+def _cmd_train(a) -> int:
+  from longlive_jax.train.cli import cmd_train
+
+  return cmd_train(a)
+
+
 COMMANDS = {
   "convert": _cmd_convert,
   "inspect": _cmd_inspect,
   "parity": _cmd_parity,
   "generate": cli_stream.cmd_generate,
   "interactive": cli_stream.cmd_interactive,
+  "train": _cmd_train,
 }
 
 
@@ -202,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
   _add_parity(sub)
   cli_stream.add_generate(sub)
   cli_stream.add_interactive(sub)
+  from longlive_jax.train.cli import add_train
+
+  add_train(sub)
   return parser
 
 
