@@ -20,17 +20,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax import checkpoint
-from longlive_jax.config import WanConfig, get_preset
+from longlive_jax.config import WanConfig
 from longlive_jax.convert.wan_dit import BLOCK_LINEARS
 from longlive_jax.model import lora as model_lora
-from longlive_jax.model.params import params_of
+from longlive_jax.model.params import check_params, params_of
 from longlive_jax.model.wan import abstract_model
 
 Array = jax.Array
@@ -40,16 +39,25 @@ _PATH_OF = {name: path for path, name in BLOCK_LINEARS}
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LoraOptions:
-  """LoRA hyper-parameters (YAML ``adapter: {rank, alpha, targets}``); scale ``alpha / rank``."""
+  """LoRA hyper-parameters (YAML ``adapter: {type: lora, rank, alpha, dropout, targets}``); scale ``alpha / rank``.
 
+  ``targets`` are upstream module names (default: all 10 linears of every block); ``dropout`` must be 0.
+  """
+
+  type: str = "lora"
   rank: int = 256
   alpha: float = 256.0
+  dropout: float = 0.0
   targets: tuple[str, ...] = LORA_TARGETS
 
   def __post_init__(self):
     object.__setattr__(self, "targets", tuple(self.targets))
+    if self.type != "lora":
+      raise ValueError(f"adapter.type must be 'lora', got {self.type!r}")
     if self.rank < 1:
       raise ValueError(f"adapter.rank must be >= 1, got {self.rank}")
+    if self.dropout != 0.0:
+      raise ValueError(f"adapter.dropout: only 0 is supported (LongLive trains with dropout 0), got {self.dropout}")
     unknown = [t for t in self.targets if t not in _PATH_OF]
     if unknown:
       raise ValueError(f"adapter.targets: unknown module(s) {unknown}; choose from {list(LORA_TARGETS)}")
@@ -57,22 +65,6 @@ class LoraOptions:
   @property
   def scale(self) -> float:
     return float(self.alpha) / float(self.rank)
-
-  @classmethod
-  def from_mapping(cls, d: Mapping | None) -> LoraOptions | None:
-    if d is None:
-      return None
-    if isinstance(d, LoraOptions):
-      return d
-    unknown = sorted(set(d) - {"rank", "alpha", "targets", "type", "dropout"})
-    if unknown:
-      raise ValueError(f"adapter: unknown key(s) {unknown} (known: rank, alpha, targets, type, dropout)")
-    if d.get("type", "lora") != "lora":
-      raise ValueError(f"adapter.type must be 'lora', got {d.get('type')!r}")
-    if float(d.get("dropout", 0.0)) != 0.0:
-      raise ValueError("adapter.dropout: only 0 is supported (LongLive trains with dropout 0)")
-    kw = {k: d[k] for k in ("rank", "alpha", "targets") if k in d}
-    return cls(**kw)
 
 
 def init_adapter(key: Array, params: Mapping, *, options: LoraOptions) -> dict:
@@ -107,36 +99,36 @@ def merged_params(trainable, frozen, *, lora: LoraOptions | None) -> dict:
   return effective_params(trainable, frozen, lora=lora)
 
 
-def resolve_config(spec, *, what: str) -> WanConfig | None:
-  """A :class:`WanConfig` from a preset name, a field mapping, a config, or None."""
-  if spec is None or isinstance(spec, WanConfig):
-    return spec
-  if isinstance(spec, str):
-    return get_preset(spec)
-  if isinstance(spec, Mapping):
-    return WanConfig.from_dict(dict(spec))
-  raise TypeError(f"{what}: expected a preset name, a mapping of WanConfig fields or a WanConfig, got {type(spec)}")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NetSpec:
+  """One network of a training stage: its config (compute dtype included) and where its weights come from.
 
-
-def load_network(
-  cfg: WanConfig | None, ckpt: str | Path | None, *, seed: int, compute_dtype: str, what: str
-) -> tuple[WanConfig, dict]:
-  """``(config, float32-or-stored params)`` from a longlive-jax checkpoint folder, else a random init of ``cfg``.
-
-  A checkpoint's separate LoRA adapter (``--lora-mode separate``) is merged in. The compute dtype of the
-  returned config is ``compute_dtype``; parameters keep their stored dtype (master weights).
+  ``checkpoint``: a :mod:`longlive_jax.checkpoint` folder (its separate LoRA, if any, is merged in);
+  None: random weights from ``seed`` (tiny runs). ``remat``: rematerialise its blocks in backward passes.
   """
-  if ckpt is not None:
-    ck_cfg, params, adapter, info = checkpoint.load(ckpt)
-    if cfg is not None and cfg.replace(dtype=ck_cfg.dtype) != ck_cfg:
-      raise ValueError(f"{what}: checkpoint {ckpt} holds a model with config {ck_cfg}, but {cfg} was configured")
-    if adapter is not None:
-      params = model_lora.merge(params, adapter, scale=float(info["lora"]["scale"]))
-    return ck_cfg.replace(dtype=compute_dtype), jax.tree.map(jnp.asarray, params)
-  if cfg is None:
-    raise ValueError(f"{what}: give a checkpoint ({what}_ckpt) or a model config ({what}_config)")
-  cfg = cfg.replace(dtype=compute_dtype)
-  return cfg, random_params(cfg, seed=seed)
+
+  cfg: WanConfig
+  checkpoint: str | None = None
+  remat: bool = False
+  seed: int = 0
+
+
+def net_spec(model, *, seed: int) -> NetSpec:
+  """A :class:`NetSpec` from a train config's model section (:class:`longlive_jax.train.config.ModelConfig`)."""
+  from longlive_jax.train.config import resolve_model_config  # noqa: PLC0415 (config imports the stages)
+
+  return NetSpec(cfg=resolve_model_config(model), checkpoint=model.checkpoint, remat=model.remat, seed=seed)
+
+
+def load_params(spec: NetSpec) -> dict:
+  """float32 master weights of ``spec``: its checkpoint (shapes checked against ``spec.cfg``) or random ones."""
+  if spec.checkpoint is None:
+    return random_params(spec.cfg.replace(param_dtype="float32"), seed=spec.seed)
+  _, params, adapter, info = checkpoint.load(spec.checkpoint)
+  check_params(spec.cfg, params, origin=str(spec.checkpoint))
+  if adapter is not None:
+    params = model_lora.merge(params, adapter, scale=float(info["lora"]["scale"]))
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
 
 
 def random_params(cfg: WanConfig, *, seed: int) -> dict:
@@ -164,3 +156,21 @@ def random_params(cfg: WanConfig, *, seed: int) -> dict:
     return jnp.asarray(x.astype(dt), spec.dtype)
 
   return jax.tree_util.tree_map_with_path(draw, params_of(abstract_model(cfg)))
+
+
+def place_state(state, mesh: jax.sharding.Mesh | None, *, min_size: int = 1024):
+  """``state`` on ``mesh`` (:mod:`longlive_jax.sharding`): the FSDP parameter rule for every leaf, the KV-cache
+  rule for :class:`~longlive_jax.stream.cache.KVCache` subtrees. ``mesh=None``: unchanged (default device)."""
+  if mesh is None:
+    return state
+  from longlive_jax import sharding  # noqa: PLC0415
+  from longlive_jax.stream.cache import KVCache  # noqa: PLC0415
+
+  def is_cache(x):
+    return isinstance(x, KVCache)
+
+  sh = sharding.state_shardings(state, mesh, min_size=min_size)
+  sh = jax.tree.map(
+    lambda x, s: sharding.kv_cache_shardings(x, mesh) if is_cache(x) else s, state, sh, is_leaf=is_cache
+  )
+  return jax.device_put(state, sh)

@@ -183,6 +183,18 @@ def make_block_step(graphdef: nnx.GraphDef, params, *, context: Array, exit_step
   return block
 
 
+def _skippable(block):
+  def run(carry, xs):
+    *inner, on = xs
+
+    def skip(carry, _):
+      return carry, jnp.zeros_like(inner[0])
+
+    return jax.lax.cond(on, block, skip, carry, tuple(inner))
+
+  return run
+
+
 def rollout(
   graphdef: nnx.GraphDef,
   params,
@@ -192,6 +204,7 @@ def rollout(
   context: Array,
   exit_step: Array | int,
   spec: RolloutSpec,
+  active: Array | None = None,
   use_scan: bool = True,
 ) -> tuple[Array, KVCache]:
   """Generates ``nb`` blocks from ``cache`` with gradient through the exit steps only.
@@ -202,6 +215,9 @@ def rollout(
     draws: :class:`Draws` of the ``nb`` blocks.
     context: text embedding ``[B, text_len, text_dim]`` of the active prompt.
     exit_step: int32 scalar in ``[0, steps)`` (traced or given; see :func:`sample_exit_step`).
+    active: optional bool ``[nb]`` (traced): blocks marked False are skipped (no model call, cache unchanged,
+      zeros in their place). Lets chunks of different lengths share one compiled program (Stage 2: the first
+      chunk generates all its blocks, later ones leave the overlap blocks to the previous chunk).
     use_scan: ``lax.scan`` over blocks (one compiled block), else a Python loop (tests).
 
   Returns:
@@ -214,6 +230,9 @@ def rollout(
   if spec.kv_grad == "straight_through":
     carriers = (jnp.zeros_like(cache.k), jnp.zeros_like(cache.v))
   xs = (draws.noise, draws.renoise, draws.context_eps)
+  if active is not None:
+    xs = (*xs, jnp.asarray(active, bool))
+    block = _skippable(block)
   if use_scan:
     (cache, _), out = jax.lax.scan(block, (cache, carriers), xs)  # out [nb, B, n, H, W, C]
   else:
