@@ -257,10 +257,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if not isinstance(value, (list, tuple)):
       raise TrainConfigError(f"{key}: expected a list, got {value!r}")
     args = typing.get_args(tp)
-    if args and not (len(args) == 2 and args[1] is Ellipsis) and len(args) != len(value):
+    if args and (origin or tp) is tuple and not (len(args) == 2 and args[1] is Ellipsis) and len(args) != len(value):
       raise TrainConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-    item = [args[0] if len(args) == 2 and args[1] is Ellipsis else a for a in args] if args else None
-    out = [_coerce(v, item[i] if item else Any, f"{key}[{i}]") for i, v in enumerate(value)]
+    variadic = len(args) == 2 and args[1] is Ellipsis
+
+    def item(i: int):
+      return Any if not args else args[0] if variadic or (origin or tp) is list else args[i]
+
+    out = [_coerce(v, item(i), f"{key}[{i}]") for i, v in enumerate(value)]
     return tuple(out) if (origin or tp) is tuple else out
   if tp is bool:
     if isinstance(value, bool):
