@@ -266,8 +266,13 @@ class DMDCore:
       dtype=jnp.dtype(c.dtype),
     )
 
-  def generate(self, params, key: Array, cond: Array, *, num_blocks: int, cache: KVCache | None = None):
-    """Rollout of ``num_blocks`` blocks from ``cache`` (fresh if None): ``(video, cache, exit_step)``."""
+  def generate(
+    self, params, key: Array, cond: Array, *, num_blocks: int, cache: KVCache | None = None, active: Array | None = None
+  ):
+    """Rollout of ``num_blocks`` blocks from ``cache`` (fresh if None): ``(video, cache, exit_step)``.
+
+    ``active``: optional bool ``[num_blocks]``, blocks to skip (see :func:`longlive_jax.train.rollout.rollout`).
+    """
     b = cond.shape[0]
     shape = BlockShape(
       batch=b,
@@ -282,7 +287,14 @@ class DMDCore:
     e = ro.sample_exit_step(k_exit, self.rollout_spec.num_steps) if e is None else jnp.int32(e)
     cache = self.new_cache(b) if cache is None else cache
     video, cache = ro.rollout(
-      self.graphdefs["generator"], params, cache, draws, context=cond, exit_step=e, spec=self.rollout_spec
+      self.graphdefs["generator"],
+      params,
+      cache,
+      draws,
+      context=cond,
+      exit_step=e,
+      spec=self.rollout_spec,
+      active=active,
     )
     return video, cache, e
 
@@ -345,7 +357,7 @@ class DMDCore:
     loss, grads = jax.value_and_grad(loss_fn)(state.critic)
     updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
     critic = optax.apply_updates(state.critic, updates)
-    metrics = {"critic_loss": loss, "critic_grad_norm": optax.global_norm(grads), "critic_timestep": jnp.mean(t)}
+    metrics = {"critic_loss": loss, "critic_grad_norm": optax.tree.norm(grads), "critic_timestep": jnp.mean(t)}
     return state.replace(critic=critic, critic_opt=opt), metrics
 
   def generator_step(self, state: DMDState, loss_fn: Callable):
@@ -360,7 +372,7 @@ class DMDCore:
     ema = state.ema
     if ema is not None:
       ema = ema_update(ema, gen, step=state.step, decay=self.run.ema_decay, start_step=self.run.ema_start_step)
-    metrics = {"generator_loss": loss, "generator_grad_norm": optax.global_norm(grads), **metrics}
+    metrics = {"generator_loss": loss, "generator_grad_norm": optax.tree.norm(grads), **metrics}
     return state.replace(generator=gen, generator_opt=opt, ema=ema), metrics, extra
 
   # -------------------------------------------------------------------------------- data

@@ -1,0 +1,298 @@
+"""Stage 2: streaming long tuning with prompt switches (LongLive ``longlive_train_long.yaml``, ``dmd_switch``).
+
+A sequence of up to ``streaming_max_length`` (240) latent frames is generated chunk by chunk ACROSS
+optimizer steps; the train state carries the stream (KV cache, the last chunk of frames, the prompt pair):
+
+  * the first chunk generates ``streaming_chunk_size`` (21) new frames; later chunks
+    ``streaming_min_new_frame`` (18) new frames after an overlap of 3 (upstream's random choice of the new
+    length is always 18), all through :func:`longlive_jax.train.rollout.rollout` from the carried cache
+    (one random exit step per chunk; the cache carries no gradient across chunks or steps). Both chunk
+    kinds are ONE compiled rollout: later chunks skip the overlap blocks (``active`` mask);
+  * teacher and critic score a ``streaming_chunk_size`` window: the whole first chunk, else the 3 overlap
+    frames (detached) + the 18 new ones; with a VAE callable (``first_frame_latent``) the window is
+    upstream's ``[re-encoded image latent, last 20 frames]``: the frames before the last 20 are decoded, the
+    last pixel frame re-encoded as one latent (``_process_first_frame_encoding``). Without one (the default;
+    the registry builds the stage without a VAE) it is the plain last-21 window;
+  * the DMD and critic losses are masked to the new frames (``gradient_mask``; all 21 in the first chunk);
+  * each sequence draws its prompt pair (the batch of the step that starts it; other steps' batches are
+    unused) and one switch frame from ``switch_choices`` (default ``[21, 39, ..., 201]``): at the chunk
+    starting there the cache is recached for the second prompt, which then conditions the generator,
+    teacher and critic. ``recache_mode: training`` (default) is upstream's training recache
+    (:func:`longlive_jax.train.recache.training_recache`: last 21 frames, ``global_sink`` effectively
+    False, a zeroed write-protected sink for switches after the first chunk); ``inference`` uses the
+    inference recache (:func:`longlive_jax.stream.engine.recache` with ``global_sink``);
+  * a new sequence starts when the next chunk would pass the max length (21 + 12 x 18 = 237 frames).
+
+Schedule as upstream's ``fwdbwd_one_step_streaming``: a generator step (every ``dfake_gen_update_ratio``-th)
+consumes one chunk with gradient, then the critic the next chunk without; other steps one critic chunk.
+LongLive trains LoRA (``adapter: {rank: 256, alpha: 256}``, the default here) on the generator and the critic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+
+from longlive_jax.stream import engine
+from longlive_jax.stream.cache import KVCache
+from longlive_jax.train.lora_train import LoraOptions
+from longlive_jax.train.recache import training_recache
+from longlive_jax.train.stages.dmd import (
+  DMDCore,
+  DMDOptions,
+  DMDState,
+  RunSetup,
+  run_setup,
+  stage_options,
+  zero_generator_metrics,
+)
+
+Array = jax.Array
+sg = jax.lax.stop_gradient
+RECACHE_MODES = ("training", "inference")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options(DMDOptions):
+  """``options:`` of the streaming-long stage (see the module docstring); LongLive stage-2 defaults."""
+
+  lr_critic: float = 2.0e-6
+  adapter: LoraOptions | None = LoraOptions(rank=256, alpha=256.0)
+  streaming_chunk_size: int = 21
+  streaming_max_length: int = 240
+  streaming_min_new_frame: int = 18
+  switch_mode: str = "random_choice"  # or "none": no prompt switch
+  switch_choices: tuple[int, ...] | None = None  # None: [chunk, chunk + new, ...] up to max - chunk - new
+  recache_mode: str = "training"
+  global_sink: bool = True  # recache_mode "inference" only
+
+  def __post_init__(self):
+    super().__post_init__()
+    c, n, m, b = (
+      self.streaming_chunk_size,
+      self.streaming_min_new_frame,
+      self.streaming_max_length,
+      self.num_frame_per_block,
+    )
+    if c % b or n % b or not 0 < n <= c:
+      raise ValueError(
+        f"options: streaming_chunk_size {c} and streaming_min_new_frame {n} must be multiples of "
+        f"num_frame_per_block {b} with 0 < new <= chunk"
+      )
+    if m < c:
+      raise ValueError(f"options.streaming_max_length {m} is shorter than streaming_chunk_size {c}")
+    if c < self.local_attn_size:
+      raise ValueError(f"options.streaming_chunk_size {c} must be >= local_attn_size {self.local_attn_size}")
+    if self.switch_mode not in ("random_choice", "none"):
+      raise ValueError(f"options.switch_mode must be 'random_choice' or 'none', got {self.switch_mode!r}")
+    if self.recache_mode not in RECACHE_MODES:
+      raise ValueError(f"options.recache_mode must be one of {RECACHE_MODES}, got {self.recache_mode!r}")
+    choices = self.switch_choices
+    if choices is None:
+      choices = tuple(range(c, m - c - n + 1, n))
+    object.__setattr__(self, "switch_choices", tuple(int(s) for s in choices))
+    starts = set(range(c, m - n + 1, n))
+    bad = [s for s in self.switch_choices if s not in starts]
+    if bad:
+      raise ValueError(f"options.switch_choices {bad} are not chunk starts after the first chunk ({sorted(starts)})")
+    if self.switch_mode == "random_choice" and not self.switch_choices:
+      raise ValueError("options.switch_choices is empty; set switch_mode: none to train without switches")
+
+
+@struct.dataclass
+class StreamState:
+  """The sequence carried across optimizer steps (part of the train state)."""
+
+  cache: KVCache  # next_frame = frames generated so far in this sequence
+  prev: Array  # [B, chunk, H, W, C] last chunk of frames (clean exit x0, detached)
+  cond_a: Array  # [B, text_len, text_dim] first prompt
+  cond_b: Array  # [B, text_len, text_dim] prompt after the switch
+  switch_frame: Array  # int32 []
+  switched: Array  # bool []
+  sequences: Array  # int32 []: sequences started
+
+
+@dataclasses.dataclass(frozen=True)
+class Chunk:
+  window: Array  # [B, chunk, H, W, C] what teacher and critic score
+  mask: Array  # [B, chunk, H, W, C] bool: new frames
+  cond: Array  # [B, text_len, text_dim] prompt active at the chunk start
+  stream: StreamState
+  metrics: dict
+
+
+class StreamingLongStage:
+  """Stage 2 (see the module docstring). ``data = "prompt_pairs"``; batches ``{"cond_a", "cond_b", "uncond"}``."""
+
+  name = "streaming-long"
+  data = "prompt_pairs"
+
+  def __init__(self, opts: Options, run: RunSetup, *, first_frame_latent: Callable | None = None):
+    self.opts = opts
+    self.core = DMDCore(opts, run)
+    self.batch = run.batch_size
+    self.first_frame_latent = first_frame_latent
+    max_len = self.core.cfgs["generator"].rope_max_len
+    if opts.streaming_max_length > max_len:
+      raise ValueError(f"options.streaming_max_length {opts.streaming_max_length} exceeds rope_max_len {max_len}")
+    b = opts.num_frame_per_block
+    self.num_blocks = opts.streaming_chunk_size // b
+    self.overlap = opts.streaming_chunk_size - opts.streaming_min_new_frame
+
+  # ------------------------------------------------------------------------------------ state
+
+  def init(self, key: Array, *, mesh=None) -> DMDState:
+    o, c = self.opts, self.core.cfgs["generator"]
+    b = self.batch
+    zeros_text = jnp.zeros((b, c.text_len, c.text_dim), jnp.float32)
+    stream = StreamState(
+      cache=self.core.new_cache(b),
+      prev=jnp.zeros((b, o.streaming_chunk_size, o.latent_height, o.latent_width, c.in_dim), jnp.float32),
+      cond_a=zeros_text,
+      cond_b=jnp.array(zeros_text, copy=True),
+      switch_frame=jnp.zeros((), jnp.int32),
+      switched=jnp.zeros((), bool),
+      sequences=jnp.zeros((), jnp.int32),
+    )
+    return self.core.init_state(key, mesh=mesh, stream=stream)
+
+  # ------------------------------------------------------------------------------------ one chunk
+
+  def _recache(self, params, cache: KVCache, prev: Array, cond_b: Array, start: Array) -> KVCache:
+    model = nnx.merge(self.core.graphdefs["generator"], params)
+    cross = model.cross_kv(cond_b)
+    spec = self.core.stream_spec
+    if self.opts.recache_mode == "training":
+      return training_recache(model, cache, prev, cross=cross, spec=spec, switch_frame=start)
+    w = spec.window_frames
+    branches = [
+      functools.partial(
+        engine.recache,
+        model,
+        latents=prev[:, -w:],
+        cross=cross,
+        spec=spec,
+        switch_frame=s,
+        global_sink=self.opts.global_sink,
+      )
+      for s in self.opts.switch_choices
+    ]
+    idx = jnp.argmax(jnp.asarray(self.opts.switch_choices) == start)
+    return jax.lax.switch(idx, branches, cache)
+
+  def chunk(self, params, stream: StreamState, batch: Mapping[str, Array], key: Array) -> Chunk:
+    """Generates the next chunk of the carried sequence (starting a new one when due) with ``params``."""
+    o, core = self.opts, self.core
+    chunk, new = o.streaming_chunk_size, o.streaming_min_new_frame
+    k_switch, k_roll = jax.random.split(key)
+    start = stream.cache.next_frame
+    reset = (start == 0) | (start + new > o.streaming_max_length)
+    choices = jnp.asarray(o.switch_choices or (0,), jnp.int32)
+    fresh = StreamState(
+      cache=core.new_cache(self.batch),
+      prev=jnp.zeros_like(stream.prev),
+      cond_a=jnp.asarray(batch["cond_a"], jnp.float32),
+      cond_b=jnp.asarray(batch["cond_b"], jnp.float32),
+      switch_frame=jax.random.choice(k_switch, choices),
+      switched=jnp.zeros((), bool),
+      sequences=stream.sequences + 1,
+    )
+    stream = jax.tree.map(lambda f, s: jnp.where(reset, f, s), fresh, stream)
+    start = stream.cache.next_frame
+    do_switch = (o.switch_mode != "none") & ~stream.switched & (start == stream.switch_frame)
+    p_sg = sg(params)
+    cache = jax.lax.cond(
+      do_switch,
+      lambda c: self._recache(p_sg, c, stream.prev, stream.cond_b, start),
+      lambda c: c,
+      stream.cache,
+    )
+    switched = stream.switched | do_switch
+    cond = jnp.where(switched, stream.cond_b, stream.cond_a)
+    first = start == 0
+    active = first | (jnp.arange(self.num_blocks) >= self.overlap // o.num_frame_per_block)
+    video, cache, e = core.generate(params, k_roll, cond, num_blocks=self.num_blocks, cache=cache, active=active)
+    recent = jnp.concatenate([stream.prev[:, chunk - self.overlap :], video[:, self.overlap :]], axis=1)
+    later = recent
+    if self.first_frame_latent is not None:  # [image latent of the decoded history, last chunk - 1 frames]
+      full = jnp.concatenate([stream.prev, video[:, self.overlap :]], axis=1)  # [B, chunk + new, ...]
+      img = self.first_frame_latent(sg(full[:, : full.shape[1] - (chunk - 1)]))  # [B, 1, H, W, C]
+      later = jnp.concatenate([sg(img).astype(video.dtype), recent[:, 1:]], axis=1)
+    window = jnp.where(first, video, later)
+    mask = jnp.where(first, True, jnp.arange(chunk) >= chunk - new)  # [chunk]
+    mask = jnp.broadcast_to(mask[None, :, None, None, None], window.shape)
+    prev = sg(jnp.where(first, video, recent))
+    stream = stream.replace(cache=cache, prev=prev, switched=switched)
+    metrics = {
+      "chunk_start": start,
+      "sequence_length": cache.next_frame,
+      "switched": switched,
+      "switch_frame": stream.switch_frame,
+      "sequences": stream.sequences,
+      "exit_step": e,
+    }
+    return Chunk(window=window, mask=mask, cond=cond, stream=stream, metrics=metrics)
+
+  # ------------------------------------------------------------------------------------ step
+
+  def step(self, state: DMDState, batch: Mapping[str, Array]) -> tuple[DMDState, dict]:
+    core = self.core
+    uncond = jnp.asarray(batch["uncond"], jnp.float32)
+    key = jax.random.wrap_key_data(state.key)
+    k_next, k_gen, k_gen_loss, k_crit, k_crit_loss = jax.random.split(key, 5)
+
+    def gen_branch(st):
+      def loss_fn(params):
+        out = self.chunk(params, st.stream, batch, k_gen)
+        critic_p = core.critic_params(st.critic, st.critic_base)
+        loss, m = core.dmd_loss(out.window, out.mask, critic_p, st.teacher, out.cond, uncond, k_gen_loss)
+        return loss, ({**m, "exit_step_generator": out.metrics["exit_step"].astype(jnp.float32)}, out.stream)
+
+      st, m, stream = core.generator_step(st, loss_fn)
+      return st.replace(stream=stream), m
+
+    def skip(st):
+      return st, zero_generator_metrics()
+
+    is_gen = state.step % self.opts.dfake_gen_update_ratio == 0
+    state, gen_metrics = jax.lax.cond(is_gen, gen_branch, skip, state)
+    gen_p = sg(core.generator_params(state.generator, state.generator_base))
+    out = self.chunk(gen_p, state.stream, batch, k_crit)
+    state, critic_metrics = core.critic_step(state, out.window, out.mask, out.cond, k_crit_loss)
+    chunk_metrics = {f"critic_{k}" if k == "exit_step" else k: v for k, v in out.metrics.items()}
+    metrics = {**gen_metrics, **critic_metrics, **chunk_metrics, "generator_updated": is_gen}
+    state = state.replace(stream=out.stream, step=state.step + 1, key=jax.random.key_data(k_next))
+    return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+  # ------------------------------------------------------------------------------------ data / export
+
+  def make_batch(self, records, *, encode_text: Callable | None = None) -> dict[str, Any]:
+    """``{"cond_a", "cond_b", "uncond"}`` float32 ``[B, text_len, text_dim]`` from prompt-pair records."""
+    core = self.core
+    a = core.embeddings(records, field="text_embedding_a", prompt_field="prompt_a", encode_text=encode_text)
+    b = core.embeddings(records, field="text_embedding_b", prompt_field="prompt_b", encode_text=encode_text)
+    if a.shape[0] != self.batch:
+      raise ValueError(f"streaming-long: a batch of {a.shape[0]} prompt pairs, but batch_size is {self.batch}")
+    uncond = np.ascontiguousarray(np.broadcast_to(core.uncond_embedding(encode_text), a.shape))
+    return {"cond_a": a, "cond_b": b, "uncond": uncond}
+
+  def export(self, state: DMDState) -> dict:
+    """The generator with its LoRA merged."""
+    return self.core.export(state)
+
+
+def make_stage(cfg, *, first_frame_latent: Callable | None = None) -> StreamingLongStage:
+  """The streaming-long stage of a :class:`~longlive_jax.train.config.TrainConfig` (registry entry).
+
+  ``first_frame_latent(latents [B, k, H, W, C]) -> [B, 1, H, W, C]`` (jittable VAE decode + re-encode of the
+  last pixel frame) enables upstream's image-latent window; the registry passes none.
+  """
+  opts = stage_options(Options, cfg)
+  return StreamingLongStage(opts, run_setup(cfg, opts), first_frame_latent=first_frame_latent)
