@@ -4,7 +4,9 @@
 
   1. mesh from ``cfg.mesh`` (:mod:`longlive_jax.sharding`), the stage from the registry;
   2. the grain pipeline of the stage's dataset (``stage.data``; ``None`` = the stage makes its own
-     inputs), sharded by process, ``batch_size / process_count`` records per process;
+     inputs), sharded by process, ``batch_size / process_count`` records per process: a built tfds
+     dataset (``data.dataset_dir``, or ``data.source`` built once), or an ``.npz`` of stacked record
+     arrays (``data.source: x.npz``, for kinds without a builder such as ``ode_pairs``);
   3. the state: restored from the latest valid checkpoint in ``cfg.checkpoint_dir`` when there is one
      (and ``checkpoint.resume``), else ``stage.init(key(seed), mesh=mesh)``. The restore target is a
      freshly initialised state (its shardings and shapes), which is then dropped;
@@ -170,6 +172,8 @@ def make_data_iterator(cfg: TrainConfig, kind: str | None):
   n_proc = jax.process_count()
   if cfg.batch_size % n_proc:
     raise TrainConfigError(f"batch_size={cfg.batch_size} is not divisible by the {n_proc} processes")
+  if cfg.data.dataset_dir is None and cfg.data.source is not None and Path(cfg.data.source).suffix == ".npz":
+    return iter(npz_dataset(cfg.data.source, cfg=cfg, batch_size=cfg.batch_size // n_proc))
   path = dataset_dir(cfg, kind)
   got, _ = open_source(path)
   if got != kind:
@@ -184,6 +188,46 @@ def make_data_iterator(cfg: TrainConfig, kind: str | None):
     prefetch_buffer_size=cfg.data.prefetch,
   )
   return iter(ds)
+
+
+class _NpzRecords:
+  """Random access to the records of an ``.npz`` of stacked arrays (record i = every array's row i)."""
+
+  def __init__(self, path: Path):
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        self.arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+      raise TrainConfigError(f"data.source {path}: not a readable .npz of arrays: {e}") from e
+    sizes = {k: len(v) for k, v in self.arrays.items() if np.ndim(v)}
+    if not sizes or len(set(sizes.values())) != 1:
+      raise TrainConfigError(f"data.source {path}: arrays must share their leading (record) axis, got {sizes}")
+    self.n = next(iter(sizes.values()))
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return {k: str(v[i]) if v.dtype.kind == "U" else v[i] for k, v in self.arrays.items()}
+
+
+def npz_dataset(path: str | Path, *, cfg: TrainConfig, batch_size: int):
+  """The grain pipeline (shard by process, shuffle, repeat, batch) over an ``.npz`` record file.
+
+  For record kinds without a tfds builder (e.g. ``ode_pairs``): every array's leading axis indexes
+  the records; unicode arrays become strings. Checkpointable like the ArrayRecord pipelines.
+  """
+  import grain
+
+  from longlive_jax.data.pipeline import collate
+
+  ds = grain.MapDataset.source(_NpzRecords(Path(path)))
+  n = len(ds)
+  ds = ds[: n - n % jax.process_count()][jax.process_index() :: jax.process_count()]
+  if cfg.data.shuffle:
+    ds = ds.shuffle(seed=cfg.seed)
+  ds = ds.repeat(cfg.data.num_epochs).batch(batch_size, drop_remainder=True, batch_fn=collate)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads, prefetch_buffer_size=cfg.data.prefetch))
 
 
 def split_records(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
