@@ -83,6 +83,7 @@ def test_sharded_step_equals_single_device():
   assert out["data8"]["specs"]["params.blocks.ffn.fc1.kernel"] == [None, None, None]
   assert out["data8"]["specs"]["batch.latents"] == ["data", None, None, None, None]
   assert out["init_sharded"] == [None, "fsdp", None]
+  assert out["kv_cache"] == {"k": [None, "data", "sequence", None, None], "frame": []}
 
 
 # ------------------------------------------------------------------------------- subprocess (8 devices)
@@ -166,6 +167,13 @@ def _child() -> None:
     16,
   )
   results["init_sharded"] = _spec_list(w["blocks"]["w"].sharding.spec)
+  # KV caches: batch over data x fsdp, cached tokens over sequence; bookkeeping replicated.
+  from longlive_jax.stream.cache import StreamSpec, init_cache
+
+  mesh = S.make_mesh(S.MeshConfig(data=4, fsdp=1, sequence=2))
+  cache = init_cache(StreamSpec(tokens_per_frame=4), num_layers=2, batch=4, num_heads=2, head_dim=16)
+  placed = jax.device_put(cache, S.kv_cache_shardings(cache, mesh))
+  results["kv_cache"] = {"k": _spec_list(placed.k.sharding.spec), "frame": _spec_list(placed.frame.sharding.spec)}
   del jnp
   print(json.dumps(results))
 
