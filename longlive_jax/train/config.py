@@ -418,9 +418,9 @@ def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
   """Reads ``path`` (YAML), applies ``key=value`` overrides and builds the :class:`TrainConfig`."""
-  values = apply_overrides(read_yaml(path), overrides, cls=TrainConfig)
+  values = read_yaml(path)
   try:
-    return config_from_dict(values)
+    return config_from_dict(apply_overrides(values, overrides, cls=TrainConfig))
   except TrainConfigError as e:
     raise TrainConfigError(f"{path}: {e}") from e
 
