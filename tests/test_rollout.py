@@ -32,6 +32,7 @@ STREAM = StreamSpec(block_frames=3, sink_frames=3, window_frames=7, tokens_per_f
 SPEC = ro.RolloutSpec(stream=STREAM)
 SHAPE = BlockShape(batch=1, frames=3, height=H, width=W, channels=CFG.in_dim)
 KEY = jax.random.key(7)
+FAST = {"xla_backend_optimization_level": 0}  # compile time; the same computation
 sg = jax.lax.stop_gradient
 
 
@@ -40,6 +41,7 @@ def _setup():
   params = random_params(CFG, seed=0)
   model = model_from_params(CFG, params)
   graphdef, _ = nnx.split(model)
+  # default optimisation: the same program (and numbers) as the engine's KeyNoise
   draws = jax.jit(functools.partial(ro.draw_blocks, num_blocks=NB, shape=SHAPE, num_steps=SPEC.num_steps))(KEY)
   ctx = jax.random.normal(jax.random.key(3), (1, CFG.text_len, CFG.text_dim))
   w = jax.random.normal(jax.random.key(4), (1, 3 * NB, H, W, CFG.in_dim))  # loss weights
@@ -60,10 +62,10 @@ def _value_and_grad(kv_grad: str, use_scan: bool):
     video, cache = ro.rollout(graphdef, params, _cache(), draws, context=ctx, exit_step=e, spec=spec, use_scan=use_scan)
     return jnp.sum(video * w), (video, cache)
 
-  return jax.jit(jax.value_and_grad(loss, has_aux=True))
+  return jax.jit(jax.value_and_grad(loss, has_aux=True), compiler_options=FAST)
 
 
-@functools.partial(jax.jit, static_argnames="e")
+@functools.partial(jax.jit, static_argnames="e", compiler_options=FAST)
 def _engine_reference(params, *, e):
   """Each block through engine.generate_block with the schedule cut after step e; returns the video, the final
   cache, and per block the cache it started from and the input of its exit step (for the gradient reference)."""
@@ -127,7 +129,6 @@ def test_gradient_flows_only_through_the_exit_steps():
   _, _, starts, inputs = _engine_reference(params, e=e)
   ts, sig = (jnp.asarray(a) for a in SPEC.schedule())
 
-  @jax.jit
   def exit_only(p):
     model = nnx.merge(graphdef, p)
     cross = model.cross_kv(ctx)
@@ -137,7 +138,7 @@ def test_gradient_flows_only_through_the_exit_steps():
     ]
     return jnp.sum(jnp.concatenate(outs, axis=1) * w)
 
-  ref = jax.grad(exit_only)(params)
+  ref = jax.jit(jax.grad(exit_only), compiler_options=FAST)(params)
   flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(ref)
   for g, r in zip(flat, flat_ref, strict=True):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5 * (1 + float(np.max(np.abs(r)))))
@@ -170,7 +171,8 @@ def test_jit_scan_equals_python_loop():
   (_, (video_s, cache_s)), _ = _value_and_grad("straight_through", True)(params, e, w)
   spec = dataclasses.replace(SPEC, kv_grad="straight_through")
   loop = jax.jit(
-    lambda p, e: ro.rollout(graphdef, p, _cache(), draws, context=ctx, exit_step=e, spec=spec, use_scan=False)
+    lambda p, e: ro.rollout(graphdef, p, _cache(), draws, context=ctx, exit_step=e, spec=spec, use_scan=False),
+    compiler_options=FAST,
   )
   video_l, cache_l = loop(params, e)
   np.testing.assert_allclose(np.asarray(video_l), np.asarray(video_s), atol=1e-5)
@@ -186,7 +188,7 @@ def test_bad_options_are_named():
 M = 9  # recache frames (the streaming chunk) >= window 7
 
 
-@jax.jit
+@functools.partial(jax.jit, compiler_options=FAST)
 def _recache(params, latents, s):
   model = model_from_params(CFG, params)
   ctx2 = jax.random.normal(jax.random.key(5), (1, CFG.text_len, CFG.text_dim))
@@ -196,7 +198,7 @@ def _recache(params, latents, s):
   return training_recache(model, cache, latents, cross=model.cross_kv(ctx2), spec=STREAM, switch_frame=s)
 
 
-@functools.partial(jax.jit, static_argnames="zero_sink")
+@functools.partial(jax.jit, static_argnames="zero_sink", compiler_options=FAST)
 def _pass_reference(params, latents, pos, *, zero_sink):
   """One unmasked t=0 forward over exactly the frames upstream's recache queries attend to (+ the zero sink)."""
   model = model_from_params(CFG, params)
