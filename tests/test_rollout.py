@@ -53,10 +53,10 @@ def _cache():
 
 
 @functools.cache
-def _value_and_grad(kv_grad: str, use_scan: bool):
+def _value_and_grad(kv_grad: str, use_scan: bool, remat: bool = False):
   """jit of ``params, e, w -> ((sum(video * w), (video, cache)), grads)``: one compilation per mode."""
   _, _, graphdef, draws, ctx, _ = _setup()
-  spec = dataclasses.replace(SPEC, kv_grad=kv_grad)
+  spec = dataclasses.replace(SPEC, kv_grad=kv_grad, remat=remat)
 
   def loss(params, e, w):
     video, cache = ro.rollout(graphdef, params, _cache(), draws, context=ctx, exit_step=e, spec=spec, use_scan=use_scan)
@@ -163,6 +163,15 @@ def test_straight_through_changes_gradients_not_values():
   _, g_stop1 = _value_and_grad("stop", True)(params, e, w_first)
   _, g_st1 = _value_and_grad("straight_through", True)(params, e, w_first)
   assert _max_diff(g_st1, g_stop1) < 1e-6
+
+
+def test_remat_changes_nothing():
+  params, _, _, _, _, w = _setup()
+  e = jnp.int32(1)
+  (_, (video, _)), g = _value_and_grad("straight_through", True)(params, e, w)
+  (_, (video_r, _)), g_r = _value_and_grad("straight_through", True, True)(params, e, w)
+  np.testing.assert_allclose(np.asarray(video_r), np.asarray(video), atol=1e-6)
+  assert _max_diff(g_r, g) < 1e-5
 
 
 def test_jit_scan_equals_python_loop():

@@ -66,6 +66,9 @@ class RolloutSpec:
     context_t: timestep of the commit pass (``context_noise``, 0).
     renoise_context: commit ``add_noise(x0, eps, context_t)`` (upstream training) instead of x0.
     kv_grad: ``"stop"`` or ``"straight_through"`` (see the module docstring).
+    remat: rematerialise the exit step in the backward pass (``jax.checkpoint``): a block keeps only the
+      exit call's inputs and recomputes its activations when its gradient is taken, so the rollout's
+      training memory is one block's activations instead of every block's (one more forward per block).
   """
 
   stream: StreamSpec
@@ -74,6 +77,7 @@ class RolloutSpec:
   context_t: float = 0.0
   renoise_context: bool = True
   kv_grad: str = "stop"
+  remat: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "step_list", tuple(int(s) for s in self.step_list))
@@ -143,12 +147,18 @@ def make_block_step(graphdef: nnx.GraphDef, params, *, context: Array, exit_step
   """
   model = nnx.merge(graphdef, params)
   frozen = nnx.merge(graphdef, sg(params))
+  st = spec.stream
+
+  def exit_call(p, cache, x, t, sigma, cross, carriers):
+    return _exit_step(nnx.merge(graphdef, p), cache, x, t=t, sigma=sigma, cross=cross, spec=st, carriers=carriers)
+
+  if spec.remat:
+    exit_call = jax.checkpoint(exit_call, prevent_cse=False)  # inside scan CSE cannot undo it
   cross = model.cross_kv(context)  # [L, B, T, H, Dh] each, differentiable
   cross_sg = sg(cross)
   ts_np, sig_np = spec.schedule()
   ts, sig = jnp.asarray(ts_np), jnp.asarray(sig_np)
   e = jnp.asarray(exit_step, jnp.int32)
-  st = spec.stream
 
   def block(carry, xs):
     cache, carriers = carry
@@ -160,7 +170,7 @@ def make_block_step(graphdef: nnx.GraphDef, params, *, context: Array, exit_step
       return (1.0 - sig[k + 1]) * x0 + sig[k + 1] * renoise[k]
 
     x = jax.lax.fori_loop(0, e, pre, sg(noise))
-    x0, k_e, v_e = _exit_step(model, cache, x, t=ts[e], sigma=sig[e], cross=cross, spec=st, carriers=carriers)
+    x0, k_e, v_e = exit_call(params, cache, x, ts[e], sig[e], cross, carriers)
     frames = cache.next_frame + jnp.arange(x0.shape[1], dtype=jnp.int32)
     new_cache = engine.commit(
       frozen,

@@ -201,6 +201,7 @@ class DMDCore:
       shift=opts.timestep_shift,
       context_t=opts.context_noise,
       kv_grad=opts.kv_grad,
+      remat=run.generator.remat,
     )
     self.gen_tx = make_optimizer(run.optim)
     self.critic_tx = make_optimizer(
