@@ -171,3 +171,45 @@ def test_ode_init_regresses_onto_trajectories_with_the_block_causal_mask():
   model_from_params(stage.model_config, stage.export(state))
   with pytest.raises(ValueError, match="trajectory"):
     stage.make_batch([{"trajectory": np.zeros((4, 6, 4, 4, 16)), "prompt": "a"}], encode_text=ENC)
+
+
+def _tiny_vae_file(path):
+  """A random tiny Wan VAE in upstream safetensors layout (the ``vae`` option reads upstream files)."""
+  from safetensors.numpy import save_file
+
+  from longlive_jax.convert import wan_vae
+  from longlive_jax.vae.config import tiny_vae_config
+
+  cfg, rng, params = tiny_vae_config(), np.random.default_rng(0), {}
+  for p, spec in wan_vae.param_specs(cfg):
+    node = params
+    for k in p[:-1]:
+      node = node.setdefault(k, {})
+    x = rng.standard_normal(spec.shape).astype(np.float32)
+    node[p[-1]] = 1.0 + 0.1 * x if "gamma" in str(p[-1]) else x / np.sqrt(max(np.prod(spec.shape[:-1]), 1))
+  save_file(wan_vae.to_upstream(params, cfg), str(path))
+  return wan_vae.load_vae(path)
+
+
+def test_streaming_long_window_with_the_vae_image_latent(tmp_path):
+  """Later windows are [image latent of the decoded history, last chunk - 1 frames]; the mask covers new frames."""
+  from longlive_jax.train.stages.streaming_long import vae_first_frame
+
+  vae = _tiny_vae_file(tmp_path / "vae.safetensors")
+  stage = _stage("streaming-long", {**STREAM_OPTS, "vae": str(tmp_path / "vae.safetensors"), "switch_mode": "none"})
+  state = stage.init(jax.random.PRNGKey(0), mesh=None)
+  batch = stage.make_batch([{"prompt_a": "a cat", "prompt_b": "a dog"}], encode_text=ENC)
+  params = stage.core.generator_params(state.generator, state.generator_base)
+  chunk = jax.jit(stage.chunk, compiler_options=FAST)
+  first = chunk(params, state.stream, batch, jax.random.key(1))
+  assert np.asarray(first.mask).all()
+  np.testing.assert_array_equal(np.asarray(first.window), np.asarray(first.stream.prev))
+  later = chunk(params, first.stream, batch, jax.random.key(2))
+  prev0, prev1, win = (np.asarray(a) for a in (first.stream.prev, later.stream.prev, later.window))
+  assert np.asarray(later.mask)[0, :, 0, 0, 0].tolist() == [False] * 3 + [True] * 6
+  np.testing.assert_array_equal(prev1[:, :3], prev0[:, 6:])  # overlap frames 6-8, then the 6 new ones
+  np.testing.assert_array_equal(win[:, 1:], prev1[:, 1:])
+  history = np.concatenate([prev0, prev1[:, 3:]], axis=1)[:, :7]  # all but the last chunk - 1 = 8 frames
+  img = jax.jit(vae_first_frame, compiler_options=FAST)(vae, jnp.asarray(history))
+  np.testing.assert_allclose(win[:, :1], np.asarray(img), atol=1e-5)
+  assert np.abs(win[:, 0] - prev1[:, 0]).max() > 1e-3  # really replaced

@@ -9,10 +9,11 @@ optimizer steps; the train state carries the stream (KV cache, the last chunk of
     (one random exit step per chunk; the cache carries no gradient across chunks or steps). Both chunk
     kinds are ONE compiled rollout: later chunks skip the overlap blocks (``active`` mask);
   * teacher and critic score a ``streaming_chunk_size`` window: the whole first chunk, else the 3 overlap
-    frames (detached) + the 18 new ones; with a VAE callable (``first_frame_latent``) the window is
-    upstream's ``[re-encoded image latent, last 20 frames]``: the frames before the last 20 are decoded, the
-    last pixel frame re-encoded as one latent (``_process_first_frame_encoding``). Without one (the default;
-    the registry builds the stage without a VAE) it is the plain last-21 window;
+    frames (detached) + the 18 new ones; with a VAE (option ``vae``: ``Wan2.1_VAE.pth`` / ``.safetensors`` or a
+    whole-model checkpoint folder; or a ``first_frame_latent`` callable) later windows are upstream's
+    ``[re-encoded image latent, last 20 frames]``: the frames before the last 20 are decoded, the last pixel
+    frame re-encoded as one latent (``_process_first_frame_encoding``; :func:`vae_first_frame`). Without one
+    (the default) the window is the plain last 21 frames;
   * the DMD and critic losses are masked to the new frames (``gradient_mask``; all 21 in the first chunk);
   * each sequence draws its prompt pair (the batch of the step that starts it; other steps' batches are
     unused) and one switch frame from ``switch_choices`` (default ``[21, 39, ..., 201]``): at the chunk
@@ -33,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -53,6 +55,7 @@ from longlive_jax.train.stages.dmd import (
   stage_options,
   zero_generator_metrics,
 )
+from longlive_jax.vae import stream as vae_stream
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
@@ -72,6 +75,7 @@ class Options(DMDOptions):
   switch_choices: tuple[int, ...] | None = None  # None: [chunk, chunk + new, ...] up to max - chunk - new
   recache_mode: str = "training"
   global_sink: bool = True  # recache_mode "inference" only
+  vae: str | None = None  # Wan VAE for the image-latent window: .pth / .safetensors, or a whole-model checkpoint
 
   def __post_init__(self):
     super().__post_init__()
@@ -117,9 +121,27 @@ class StreamState:
   switch_frame: Array  # int32 []
   switched: Array  # bool []
   sequences: Array  # int32 []: sequences started
+  vae: Any = None  # frozen VAE parameters (option ``vae``), or None
 
 
-@dataclasses.dataclass(frozen=True)
+def load_vae_model(path: str):
+  """The Wan VAE of ``path``: a whole-model checkpoint folder, else an upstream ``Wan2.1_VAE.pth`` / safetensors."""
+  if Path(path).is_dir():
+    from longlive_jax.pipeline import load_vae  # noqa: PLC0415
+
+    return load_vae(path)
+  from longlive_jax.convert.wan_vae import load_vae  # noqa: PLC0415
+
+  return load_vae(path)
+
+
+def vae_first_frame(vae, latents: Array) -> Array:
+  """Upstream's image latent: decode ``latents [B, k, h, w, C]``, re-encode the last pixel frame -> ``[B, 1, h, w, C]``."""
+  pixels = vae_stream.decode(vae, latents)  # [B, 1 + 4 (k - 1), 8h, 8w, 3], clamped to [-1, 1]
+  return vae_stream.encode(vae, pixels[:, -1:])  # [B, 1, h, w, C], normalised
+
+
+@struct.dataclass
 class Chunk:
   window: Array  # [B, chunk, H, W, C] what teacher and critic score
   mask: Array  # [B, chunk, H, W, C] bool: new frames
@@ -139,6 +161,12 @@ class StreamingLongStage:
     self.core = DMDCore(opts, run)
     self.batch = run.batch_size
     self.first_frame_latent = first_frame_latent
+    self.vae_graphdef = self._vae_params = None
+    if opts.vae is not None:
+      if first_frame_latent is not None:
+        raise ValueError("streaming-long: give either options.vae or first_frame_latent, not both")
+      self.vae_graphdef, vae_params = nnx.split(load_vae_model(opts.vae))
+      self._vae_params = nnx.to_pure_dict(vae_params)
     max_len = self.core.cfgs["generator"].rope_max_len
     if opts.streaming_max_length > max_len:
       raise ValueError(f"options.streaming_max_length {opts.streaming_max_length} exceeds rope_max_len {max_len}")
@@ -160,6 +188,7 @@ class StreamingLongStage:
       switch_frame=jnp.zeros((), jnp.int32),
       switched=jnp.zeros((), bool),
       sequences=jnp.zeros((), jnp.int32),
+      vae=self._vae_params,
     )
     return self.core.init_state(key, mesh=mesh, stream=stream)
 
@@ -203,6 +232,7 @@ class StreamingLongStage:
       switch_frame=jax.random.choice(k_switch, choices),
       switched=jnp.zeros((), bool),
       sequences=stream.sequences + 1,
+      vae=stream.vae,
     )
     stream = jax.tree.map(lambda f, s: jnp.where(reset, f, s), fresh, stream)
     start = stream.cache.next_frame
@@ -221,9 +251,12 @@ class StreamingLongStage:
     video, cache, e = core.generate(params, k_roll, cond, num_blocks=self.num_blocks, cache=cache, active=active)
     recent = jnp.concatenate([stream.prev[:, chunk - self.overlap :], video[:, self.overlap :]], axis=1)
     later = recent
-    if self.first_frame_latent is not None:  # [image latent of the decoded history, last chunk - 1 frames]
+    hook = self.first_frame_latent
+    if stream.vae is not None:
+      hook = functools.partial(vae_first_frame, nnx.merge(self.vae_graphdef, stream.vae))
+    if hook is not None:  # [image latent of the decoded history, last chunk - 1 frames]
       full = jnp.concatenate([stream.prev, video[:, self.overlap :]], axis=1)  # [B, chunk + new, ...]
-      img = self.first_frame_latent(sg(full[:, : full.shape[1] - (chunk - 1)]))  # [B, 1, H, W, C]
+      img = hook(sg(full[:, : full.shape[1] - (chunk - 1)]))  # [B, 1, H, W, C]
       later = jnp.concatenate([sg(img).astype(video.dtype), recent[:, 1:]], axis=1)
     window = jnp.where(first, video, later)
     mask = jnp.where(first, True, jnp.arange(chunk) >= chunk - new)  # [chunk]
