@@ -213,3 +213,26 @@ def test_streaming_long_window_with_the_vae_image_latent(tmp_path):
   img = jax.jit(vae_first_frame, compiler_options=FAST)(vae, jnp.asarray(history))
   np.testing.assert_allclose(win[:, :1], np.asarray(img), atol=1e-5)
   assert np.abs(win[:, 0] - prev1[:, 0]).max() > 1e-3  # really replaced
+
+
+def test_streaming_long_inference_recache_option_dispatches_on_the_traced_switch_frame():
+  from flax import nnx
+
+  from longlive_jax.stream import engine
+
+  opts = {**STREAM_OPTS, "recache_mode": "inference", "switch_choices": [9, 15], "adapter": None}
+  stage = _stage("streaming-long", opts)
+  state = stage.init(jax.random.PRNGKey(0), mesh=None)
+  cache = stage.core.new_cache(1)
+  cache = cache.replace(k=cache.k + 1.0, v=cache.v - 1.0, frame=jnp.arange(4), next_frame=jnp.int32(15))
+  prev = jax.random.normal(jax.random.key(1), (1, 9, 4, 4, 16))
+  cond_b = jnp.asarray(ENC(["a dog"]))
+  got = jax.jit(stage._recache, compiler_options=FAST)(state.generator, cache, prev, cond_b, jnp.int32(15))
+  model = nnx.merge(stage.core.graphdefs["generator"], state.generator)
+  cross = model.cross_kv(cond_b)
+  want = engine.recache(
+    model, cache, prev[:, -7:], cross=cross, spec=stage.core.stream_spec, switch_frame=15, global_sink=True
+  )
+  np.testing.assert_allclose(np.asarray(got.k), np.asarray(want.k), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(got.frame), np.asarray(want.frame))
+  assert float(jnp.abs(got.k[:, :, :12] - 1.0).max()) == 0.0  # global sink kept (inference semantics)

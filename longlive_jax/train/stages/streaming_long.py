@@ -232,9 +232,9 @@ class StreamingLongStage:
       switch_frame=jax.random.choice(k_switch, choices),
       switched=jnp.zeros((), bool),
       sequences=stream.sequences + 1,
-      vae=stream.vae,
     )
-    stream = jax.tree.map(lambda f, s: jnp.where(reset, f, s), fresh, stream)
+    vae = stream.vae  # frozen: not part of the select
+    stream = jax.tree.map(lambda f, s: jnp.where(reset, f, s), fresh, stream.replace(vae=None)).replace(vae=vae)
     start = stream.cache.next_frame
     do_switch = (o.switch_mode != "none") & ~stream.switched & (start == stream.switch_frame)
     p_sg = sg(params)
