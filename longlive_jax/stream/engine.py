@@ -1,5 +1,6 @@
 """Pure step functions of block-autoregressive generation, shared by inference and training.
 
+  * :func:`call`: one model call on a block against the cache -> flow and the block's keys/values.
   * :func:`denoise` reads the cache: one model call on a noisy block -> x0 estimate.
   * :func:`commit` writes the cache: one call on the clean block at ``t = context_t``
     (0 at inference) whose keys/values are stored; ``next_frame`` advances.
@@ -30,9 +31,16 @@ def _query_pos(cache: KVCache, spec: StreamSpec, n: int, num_valid: Array) -> Ar
   return (base + jnp.arange(n, dtype=jnp.int32)).astype(jnp.int32)
 
 
-def _call(
+def call(
   model: WanDiT, cache: KVCache, spec: StreamSpec, x: Array, t: Array, cross, *, slot_mask=None, frame_pos=None
-):
+) -> tuple[Array, Array, Array]:
+  """One model call on the block ``x [B, n, H, W, C]`` at timestep ``t`` attending to the cache.
+
+  Returns ``(flow, k_new, v_new)``: the flow prediction and the block's own keys/values
+  ``[L, B, n * tpf, H, Dh]`` (not written; :func:`commit` writes them). ``slot_mask`` restricts
+  the cached frames attended to; ``frame_pos`` overrides the block's positions (default: after
+  the cache). :func:`denoise`, :func:`commit` and :func:`recache` are built on it.
+  """
   k, v, valid, pos, num_valid = view(cache, spec, slot_mask=slot_mask)
   n = x.shape[1]
   if frame_pos is None:
@@ -50,7 +58,7 @@ def _call(
 
 def denoise(model: WanDiT, cache: KVCache, x_t: Array, *, t: Array, sigma: Array, cross, spec: StreamSpec) -> Array:
   """x0 estimate of the block ``x_t [B, n, H, W, C]`` at timestep ``t`` (sigma = its grid sigma)."""
-  flow, _, _ = _call(model, cache, spec, x_t, t, cross)
+  flow, _, _ = call(model, cache, spec, x_t, t, cross)
   return (x_t.astype(jnp.float32) - sigma * flow).astype(x_t.dtype)
 
 
@@ -75,7 +83,7 @@ def commit(
   if context_eps is not None:
     sig = float(sigma_at(context_t, shift=shift)[0])
     x = ((1.0 - sig) * x0.astype(jnp.float32) + sig * context_eps.astype(jnp.float32)).astype(x0.dtype)
-  _, k_new, v_new = _call(model, cache, spec, x, context_t, cross)
+  _, k_new, v_new = call(model, cache, spec, x, context_t, cross)
   n = x0.shape[1]
   frames = cache.next_frame + jnp.arange(n, dtype=jnp.int32)
   cache = write_frames(cache, spec, k_new=k_new, v_new=v_new, frames=frames, slots=ring_slots(spec, frames))
@@ -165,7 +173,7 @@ def recache(
     pos = jnp.arange(first, m, dtype=jnp.int32)
   else:
     pos = frames
-  _, k_new, v_new = _call(model, cache, spec, lat, 0.0, cross, slot_mask=slot_mask, frame_pos=pos)
+  _, k_new, v_new = call(model, cache, spec, lat, 0.0, cross, slot_mask=slot_mask, frame_pos=pos)
   idx = jnp.arange(first, m)
   slots = ring_slots(spec, frames) if keep_sink else jnp.where(idx < ns, idx, ring_slots(spec, frames))
   cache = write_frames(cache, spec, k_new=k_new, v_new=v_new, frames=frames, slots=slots.astype(jnp.int32))

@@ -14,7 +14,7 @@ by all blocks (upstream ``same_step_across_blocks``):
     (about 0.005 of noise even at ``context_t = 0``; inference commits the clean x0).
 
 Every model call is :func:`engine.denoise` / :func:`engine.commit` (the straight-through mode reads
-the exit step's keys/values through the engine's own call); there is no second causal forward.
+the exit step's keys/values through :func:`engine.call`); there is no second causal forward.
 
 Gradient into the cached keys/values (``kv_grad``):
 
@@ -135,7 +135,7 @@ def _exit_step(model, cache, x, *, t, sigma, cross, spec: StreamSpec, carriers):
     return engine.denoise(model, cache, x, t=t, sigma=sigma, cross=cross, spec=spec), None, None
   dk, dv = carriers
   view = cache.replace(k=cache.k + dk, v=cache.v + dv)  # values unchanged; gradient reaches earlier exit K/V
-  flow, k_new, v_new = engine._call(model, view, spec, x, t, cross)  # noqa: SLF001 (the engine's own call)
+  flow, k_new, v_new = engine.call(model, view, spec, x, t, cross)
   x0 = (x.astype(jnp.float32) - sigma * flow).astype(x.dtype)  # as engine.denoise
   return x0, k_new, v_new
 
