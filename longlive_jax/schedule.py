@@ -148,14 +148,18 @@ def sigma_lookup(t, *, shift: float) -> jax.Array:
   return jnp.asarray(grid_s)[lookup_index(t, shift=shift)]
 
 
-def _expand(sig: jax.Array, x: jax.Array) -> jax.Array:
-  """``sigma [*lead]`` -> ``[*lead, 1, ...]`` broadcastable over ``x [*lead, ...]`` (t per sample or per frame)."""
-  if sig.shape != x.shape[: sig.ndim]:
-    raise ValueError(f"timestep shape {sig.shape} is not a leading prefix of the sample shape {x.shape}")
-  return sig.reshape(sig.shape + (1,) * (x.ndim - sig.ndim))
+def expand_leading(a, x, *, name: str = "timestep") -> jax.Array:
+  """``a [*lead]`` -> ``[*lead, 1, ...]`` broadcastable over ``x [*lead, ...]`` (a value per sample or per frame).
+
+  Raises ValueError naming ``name`` when ``a``'s shape is not a leading prefix of ``x``'s.
+  """
+  a = jnp.asarray(a)
+  if a.shape != x.shape[: a.ndim]:
+    raise ValueError(f"{name} shape {a.shape} is not a leading prefix of the sample shape {x.shape}")
+  return a.reshape(a.shape + (1,) * (x.ndim - a.ndim))
 
 
-def _compute_dtype(*xs) -> jnp.dtype:
+def compute_dtype(*xs) -> jnp.dtype:
   """float64 when x64 is on and an input is float64, else float32 (upstream: float64, see module doc)."""
   dt = jnp.result_type(*xs)
   return jnp.float64 if dt == jnp.float64 else jnp.float32
@@ -167,7 +171,7 @@ def add_noise(x0, noise, t, *, shift: float) -> jax.Array:
   ``t``: ``[B]`` (per sample) or ``[B, F]`` (per frame), a leading prefix of ``x0``'s shape.
   """
   x0, noise = jnp.asarray(x0), jnp.asarray(noise)
-  sig = _expand(sigma_lookup(t, shift=shift), x0)
+  sig = expand_leading(sigma_lookup(t, shift=shift), x0)
   out = (1.0 - sig) * x0.astype(jnp.float32) + sig * noise.astype(jnp.float32)
   return out.astype(noise.dtype)
 
@@ -175,16 +179,16 @@ def add_noise(x0, noise, t, *, shift: float) -> jax.Array:
 def flow_to_x0(flow, xt, t, *, shift: float) -> jax.Array:
   """``x0 = x_t - sigma(t) v`` (``_convert_flow_pred_to_x0``), in ``flow``'s dtype; see precision note above."""
   flow, xt = jnp.asarray(flow), jnp.asarray(xt)
-  cd = _compute_dtype(flow, xt)
-  sig = _expand(sigma_lookup(t, shift=shift), flow).astype(cd)
+  cd = compute_dtype(flow, xt)
+  sig = expand_leading(sigma_lookup(t, shift=shift), flow).astype(cd)
   return (xt.astype(cd) - sig * flow.astype(cd)).astype(flow.dtype)
 
 
 def x0_to_flow(x0, xt, t, *, shift: float) -> jax.Array:
   """``v = (x_t - x0) / sigma(t)`` (``_convert_x0_to_flow_pred``), in ``x0``'s dtype; see precision note above."""
   x0, xt = jnp.asarray(x0), jnp.asarray(xt)
-  cd = _compute_dtype(x0, xt)
-  sig = _expand(sigma_lookup(t, shift=shift), x0).astype(cd)
+  cd = compute_dtype(x0, xt)
+  sig = expand_leading(sigma_lookup(t, shift=shift), x0).astype(cd)
   return ((xt.astype(cd) - x0.astype(cd)) / sig).astype(x0.dtype)
 
 

@@ -33,11 +33,6 @@ Array = jax.Array
 sg = jax.lax.stop_gradient
 
 
-def _cd(*xs) -> jnp.dtype:
-  dt = jnp.result_type(*xs)
-  return jnp.float64 if dt == jnp.float64 else jnp.float32
-
-
 def masked_mean(values: Array, mask: Array | None = None) -> Array:
   """``mean(values)``, or the mean over the elements where ``mask`` is true (``values[mask].mean()``).
 
@@ -121,7 +116,7 @@ def dmd_generator_loss(
     fake_uncond_x0=fake_uncond_x0,
     fake_guidance_scale=fake_guidance_scale,
   )
-  cd = _cd(x)
+  cd = schedule.compute_dtype(x)
   xc = x.astype(cd)
   target = sg(xc - grad.astype(cd))
   if gradient_mask is not None:
@@ -146,37 +141,6 @@ def score_x0(flow_fn: Callable[[Array, Array, object], Array], *, shift: float =
   return fn
 
 
-def dmd_score_inputs(
-  *,
-  x: Array,
-  noise: Array,
-  timestep: Array,
-  real_score: ScoreFn,
-  fake_score: ScoreFn,
-  cond,
-  uncond,
-  shift: float = 5.0,
-  fake_guidance_scale: float = 0.0,
-) -> dict[str, Array]:
-  """The DMD inputs from a generator output: ``x_t = add_noise(x, noise, t)`` (shift-``shift`` grid) and the scores.
-
-  ``real_score`` / ``fake_score``: ``(x_t, t, cond) -> x0`` (see :func:`score_x0`). The real score is
-  evaluated with ``cond`` and ``uncond`` (the negative prompt); the fake with ``cond`` and, only when
-  ``fake_guidance_scale != 0``, ``uncond``. Everything is under ``stop_gradient`` (upstream: no_grad).
-  Returns ``noisy``, ``real_cond_x0``, ``real_uncond_x0``, ``fake_x0`` (+ ``fake_uncond_x0``).
-  """
-  x_t = sg(schedule.add_noise(sg(x), noise, timestep, shift=shift))
-  out = {
-    "noisy": x_t,
-    "fake_x0": sg(fake_score(x_t, timestep, cond)),
-    "real_cond_x0": sg(real_score(x_t, timestep, cond)),
-    "real_uncond_x0": sg(real_score(x_t, timestep, uncond)),
-  }
-  if fake_guidance_scale != 0.0:
-    out["fake_uncond_x0"] = sg(fake_score(x_t, timestep, uncond))
-  return out
-
-
 def dmd_loss(
   *,
   x: Array,
@@ -191,33 +155,28 @@ def dmd_loss(
   fake_guidance_scale: float = 0.0,
   gradient_mask: Array | None = None,
 ) -> tuple[Array, dict]:
-  """:func:`dmd_score_inputs` then :func:`dmd_generator_loss`: the whole generator objective for one draw.
+  """The whole generator objective for one draw: ``x_t = add_noise(x, noise, t)``, the scores, :func:`dmd_generator_loss`.
 
-  ``timestep`` comes from :func:`longlive_jax.schedule.sample_timestep` (or
-  :func:`~longlive_jax.schedule.shift_timestep` on given draws); ``noise`` ~ N(0, I) like ``x``.
+  ``x_t`` is on the shift-``shift`` grid; ``timestep`` comes from :func:`longlive_jax.schedule.sample_timestep`
+  (or :func:`~longlive_jax.schedule.shift_timestep` on given draws); ``noise`` ~ N(0, I) like ``x``.
+  ``real_score`` / ``fake_score``: ``(x_t, t, cond) -> x0`` (see :func:`score_x0`). The real score is
+  evaluated with ``cond`` and ``uncond`` (the negative prompt); the fake with ``cond`` and, only when
+  ``fake_guidance_scale != 0``, ``uncond``. The scores are under ``stop_gradient`` (upstream: no_grad).
+  Returns ``(loss, aux)``: :func:`dmd_generator_loss`'s aux plus ``noisy`` (``x_t``) and ``timestep``.
   """
-  inp = dmd_score_inputs(
+  x_t = sg(schedule.add_noise(sg(x), noise, timestep, shift=shift))
+  fake_uncond_x0 = fake_score(x_t, timestep, uncond) if fake_guidance_scale != 0.0 else None
+  loss, aux = dmd_generator_loss(  # kl_grad stops the gradient of every score
     x=x,
-    noise=noise,
-    timestep=timestep,
-    real_score=real_score,
-    fake_score=fake_score,
-    cond=cond,
-    uncond=uncond,
-    shift=shift,
-    fake_guidance_scale=fake_guidance_scale,
-  )
-  loss, aux = dmd_generator_loss(
-    x=x,
-    real_cond_x0=inp["real_cond_x0"],
-    real_uncond_x0=inp["real_uncond_x0"],
-    fake_x0=inp["fake_x0"],
-    fake_uncond_x0=inp.get("fake_uncond_x0"),
+    real_cond_x0=real_score(x_t, timestep, cond),
+    real_uncond_x0=real_score(x_t, timestep, uncond),
+    fake_x0=fake_score(x_t, timestep, cond),
+    fake_uncond_x0=fake_uncond_x0,
     guidance_scale=guidance_scale,
     fake_guidance_scale=fake_guidance_scale,
     gradient_mask=gradient_mask,
   )
-  return loss, {**aux, "noisy": inp["noisy"], "timestep": timestep}
+  return loss, {**aux, "noisy": x_t, "timestep": timestep}
 
 
 # ------------------------------------------------------------------------------- flow matching / critic
@@ -240,13 +199,10 @@ def flow_matching_loss(
   flow_pred, x0, noise = (jnp.asarray(a) for a in (flow_pred, x0, noise))
   _check_same("flow_pred", flow_pred, x0)
   _check_same("noise", noise, x0)
-  cd = _cd(flow_pred, x0, noise)
+  cd = schedule.compute_dtype(flow_pred, x0, noise)
   err = (flow_pred.astype(cd) - (noise.astype(cd) - x0.astype(cd))) ** 2
   if weights is not None:
-    w = jnp.asarray(weights, cd)
-    if w.shape != err.shape[: w.ndim]:
-      raise ValueError(f"weights shape {w.shape} is not a leading prefix of the sample shape {err.shape}")
-    err = err * w.reshape(w.shape + (1,) * (err.ndim - w.ndim))
+    err = err * schedule.expand_leading(jnp.asarray(weights, cd), err, name="weights")
   return masked_mean(err, mask)
 
 
@@ -310,12 +266,9 @@ def ode_regression_loss(*, x0_pred: Array, target: Array, timestep: Array | None
   """
   x0_pred, target = jnp.asarray(x0_pred), jnp.asarray(target)
   _check_same("target", target, x0_pred)
-  cd = _cd(x0_pred, target)
+  cd = schedule.compute_dtype(x0_pred, target)
   err = (x0_pred.astype(cd) - target.astype(cd)) ** 2
   mask = None
   if timestep is not None:
-    t = jnp.asarray(timestep)
-    if t.shape != err.shape[: t.ndim]:
-      raise ValueError(f"timestep shape {t.shape} is not a leading prefix of the sample shape {err.shape}")
-    mask = (t != 0).reshape(t.shape + (1,) * (err.ndim - t.ndim))
+    mask = schedule.expand_leading(jnp.asarray(timestep) != 0, err)
   return masked_mean(err, mask)

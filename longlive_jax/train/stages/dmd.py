@@ -316,7 +316,7 @@ class DMDCore:
     t = self.sample_t(k_t, video.shape[0])
     noise = jax.random.normal(k_n, video.shape, jnp.float32)
     shift8 = self.opts.score_timestep_shift
-    inp = losses.dmd_score_inputs(
+    loss, aux = losses.dmd_loss(
       x=video,
       noise=noise,
       timestep=t,
@@ -324,14 +324,8 @@ class DMDCore:
       fake_score=losses.score_x0(self._flow("critic", sg(critic_p)), shift=shift8),
       cond=cond,
       uncond=uncond,
-      shift=self.opts.timestep_shift,
-    )
-    loss, aux = losses.dmd_generator_loss(
-      x=video,
-      real_cond_x0=inp["real_cond_x0"],
-      real_uncond_x0=inp["real_uncond_x0"],
-      fake_x0=inp["fake_x0"],
       guidance_scale=self.opts.guidance_scale,
+      shift=self.opts.timestep_shift,
       gradient_mask=None if mask is None else jnp.broadcast_to(mask, video.shape),
     )
     return loss, {"dmdtrain_gradient_norm": aux["dmdtrain_gradient_norm"], "generator_timestep": jnp.mean(t)}
