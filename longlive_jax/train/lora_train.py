@@ -12,7 +12,7 @@ adapter changes nothing and only ``b`` receives gradient on the first step.
 
 A network's parameters in a train state are ``(trainable, frozen)``: ``(params, None)`` for full
 fine-tuning, ``(adapter, base)`` under LoRA; :func:`effective_params` gives the weights to run
-(differentiable in ``trainable``), :func:`merged_params` the weights to export.
+(differentiable in ``trainable``; with the float32 master copies, also the weights to export).
 """
 
 from __future__ import annotations
@@ -92,11 +92,6 @@ def effective_params(trainable, frozen, *, lora: LoraOptions | None):
   if lora is None:
     return trainable
   return model_lora.merge(jax.lax.stop_gradient(frozen), trainable, scale=lora.scale)
-
-
-def merged_params(trainable, frozen, *, lora: LoraOptions | None) -> dict:
-  """Export weights (adapter merged, float32 master copy)."""
-  return effective_params(trainable, frozen, lora=lora)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
