@@ -155,7 +155,7 @@ def dmd_loss(
   fake_guidance_scale: float = 0.0,
   gradient_mask: Array | None = None,
 ) -> tuple[Array, dict]:
-  """The whole generator objective for one draw: ``x_t = add_noise(x, noise, t)``, the scores, :func:`dmd_generator_loss`.
+  """The whole DMD generator objective for one draw: ``x_t = add_noise(x, noise, t)``, scores, the loss.
 
   ``x_t`` is on the shift-``shift`` grid; ``timestep`` comes from :func:`longlive_jax.schedule.sample_timestep`
   (or :func:`~longlive_jax.schedule.shift_timestep` on given draws); ``noise`` ~ N(0, I) like ``x``.
