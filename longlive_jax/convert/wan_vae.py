@@ -17,7 +17,6 @@ the key and both shapes (:class:`~longlive_jax.convert.errors.CheckpointError`).
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from flax import nnx
 
 from longlive_jax.convert import sources
 from longlive_jax.convert.errors import CheckpointError
+from longlive_jax.model.params import module_from_params
 from longlive_jax.vae.config import VAEConfig
 from longlive_jax.vae.model import WanVAE, abstract_vae
 
@@ -182,22 +182,9 @@ def to_upstream(params: Mapping, cfg: VAEConfig) -> dict[str, np.ndarray]:
 
 
 def vae_from_params(cfg: VAEConfig, params: Mapping) -> WanVAE:
-  """A :class:`WanVAE` holding the arrays of ``params`` (from :func:`convert`); shapes are checked."""
-  graphdef, state = _abstract_split(cfg)
-  state = copy.deepcopy(state)  # filled in place below; the cached template stays abstract
-  want = nnx.to_pure_dict(state)
-  for path, spec in param_specs(cfg):
-    node = params
-    try:
-      for p in path:
-        node = node[p]
-    except (KeyError, IndexError, TypeError):
-      raise CheckpointError(f"parameter tree: missing parameter {path}") from None
-    if tuple(np.shape(node)) != tuple(spec.shape):
-      raise CheckpointError(f"parameter tree: {path} has shape {tuple(np.shape(node))}, config implies {spec.shape}")
-  values = jax.tree.map(lambda x, s: jnp.asarray(x, dtype=s.dtype), params, want)
-  nnx.replace_by_pure_dict(state, values)
-  return nnx.merge(graphdef, state)
+  """A :class:`WanVAE` holding the arrays of ``params`` (from :func:`convert`); paths and shapes are checked."""
+  # merge shares the cached template's abstract variables; module_from_params fills a new state, not them
+  return module_from_params(nnx.merge(*_abstract_split(cfg)), params, origin="VAE parameter tree")
 
 
 def load_vae(path: str | Path, cfg: VAEConfig | None = None, *, strict: bool = True) -> WanVAE:

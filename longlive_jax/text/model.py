@@ -33,7 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from longlive_jax.convert.errors import CheckpointError
+from longlive_jax.model.params import module_from_params
+from longlive_jax.model.params import params_of as params_of  # re-exported: the generic NNX helpers
+from longlive_jax.model.wan import count_params as count_params
 from longlive_jax.text.config import UMT5Config
 
 Array = jax.Array
@@ -209,33 +211,6 @@ def abstract_model(cfg: UMT5Config) -> UMT5Encoder:
   return nnx.eval_shape(lambda: UMT5Encoder(cfg, rngs=nnx.Rngs(0)))
 
 
-def count_params(model: nnx.Module) -> int:
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
-def params_of(model: nnx.Module) -> dict:
-  """The parameters as a nested dict of arrays (the inverse of :func:`model_from_params`)."""
-  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
 def model_from_params(cfg: UMT5Config, params: Mapping, *, sharding: jax.sharding.Sharding | None = None):
   """An :class:`UMT5Encoder` holding the arrays of ``params`` (nested dict), each checked against ``cfg``."""
-  graphdef, state = nnx.split(abstract_model(cfg))
-  want = dict(jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(state))[0])
-  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-  extra = sorted(jax.tree_util.keystr(k) for k in set(got) - set(want))
-  if extra:
-    raise CheckpointError(f"umT5 parameter tree: unexpected parameter(s) {extra[:8]} for this config")
-  for key, spec in want.items():
-    shape = tuple(np.shape(got[key])) if key in got else None
-    if shape != tuple(spec.shape):
-      raise CheckpointError(
-        f"umT5 parameter tree: {jax.tree_util.keystr(key)} has shape {shape}, the config implies {tuple(spec.shape)}"
-      )
-
-  def put(x, spec):
-    x = jnp.asarray(x, dtype=spec.dtype)
-    return jax.device_put(x, sharding) if sharding is not None else x
-
-  nnx.replace_by_pure_dict(state, jax.tree.map(put, params, nnx.to_pure_dict(state)))
-  return nnx.merge(graphdef, state)
+  return module_from_params(abstract_model(cfg), params, origin="umT5 parameter tree", sharding=sharding)

@@ -14,12 +14,12 @@ length). Chunking, normalisation and the cache pytree live in :mod:`longlive_jax
 from __future__ import annotations
 
 import itertools
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from longlive_jax.model.wan import count_params as count_params  # re-exported
 from longlive_jax.vae.config import VAEConfig
 from longlive_jax.vae.layers import AttentionBlock, CausalConv3d, Feats, Resample, ResidualBlock, RMSNorm
 
@@ -139,7 +139,3 @@ def init_vae(cfg: VAEConfig, *, seed: int = 0) -> WanVAE:
 def abstract_vae(cfg: VAEConfig) -> WanVAE:
   """The VAE with ``jax.ShapeDtypeStruct`` leaves: full-size structure without allocating."""
   return nnx.eval_shape(lambda: WanVAE(cfg, rngs=nnx.Rngs(0)))
-
-
-def count_params(model: nnx.Module) -> int:
-  return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
