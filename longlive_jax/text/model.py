@@ -13,7 +13,8 @@ T5 quirks kept on purpose (each one changes the numbers):
     with ``shared_pos=False`` (umT5) every layer has its own ``[num_buckets, num_heads]`` table;
   * padded keys get ``finfo(float32).min`` (queries at padded positions are still computed and
     attend to the real keys only);
-  * T5 RMSNorm: ``x * rsqrt(mean(x^2) + eps) * weight`` with no mean subtraction, in float32;
+  * T5 RMSNorm (upstream ``T5LayerNorm``): ``x * rsqrt(mean(x^2) + eps) * weight`` with no mean
+    subtraction, in float32: the DiT's :class:`~longlive_jax.model.layers.RMSNorm`;
   * gated GELU (tanh approximation) feed-forward, no biases anywhere.
 
 Layouts: ``ids``/``mask`` ``[B, L]``; activations ``[B, L, dim]``; heads ``[B, L, H, Dh]`` from a
@@ -33,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from longlive_jax.model.layers import RMSNorm
 from longlive_jax.model.params import module_from_params
 from longlive_jax.model.params import params_of as params_of  # re-exported: the generic NNX helpers
 from longlive_jax.model.wan import count_params as count_params
@@ -85,20 +87,6 @@ class Linear(nnx.Module):
     return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))  # [..., out]
 
 
-class T5RMSNorm(nnx.Module):
-  """``x * rsqrt(mean(x^2) + eps) * weight`` in float32 (upstream ``T5LayerNorm``); returns ``out_dtype``."""
-
-  def __init__(self, dim: int, *, eps: float, rngs: nnx.Rngs, param_dtype, out_dtype):
-    self.weight = nnx.Param((1.0 + _normal(rngs, (dim,), 0.1, jnp.float32)).astype(param_dtype))
-    self.eps = eps
-    self.out_dtype = out_dtype
-
-  def __call__(self, x: Array) -> Array:
-    xf = x.astype(jnp.float32)
-    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-    return (y * self.weight[...].astype(jnp.float32)).astype(self.out_dtype)
-
-
 class Attention(nnx.Module):
   """T5 self-attention: no scaling, additive position bias, padded keys masked."""
 
@@ -137,13 +125,16 @@ class FeedForward(nnx.Module):
 
 
 class Block(nnx.Module):
-  """Pre-norm block: ``x += attn(norm1(x)); x += ffn(norm2(x))`` (upstream ``T5SelfAttention``)."""
+  """Pre-norm block: ``x += attn(norm1(x)); x += ffn(norm2(x))`` (upstream ``T5SelfAttention``).
+
+  The norms return float32 (the residual stream's dtype); the projections cast to ``cfg.dtype``.
+  """
 
   def __init__(self, cfg: UMT5Config, *, rngs: nnx.Rngs):
-    dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-    self.norm1 = T5RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt, out_dtype=dt)
+    pdt = jnp.dtype(cfg.param_dtype)
+    self.norm1 = RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
     self.attn = Attention(cfg, rngs=rngs)
-    self.norm2 = T5RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt, out_dtype=dt)
+    self.norm2 = RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
     self.ffn = FeedForward(cfg, rngs=rngs)
     if not cfg.shared_pos:
       self.pos_embedding = nnx.Param(_normal(rngs, (cfg.num_buckets, cfg.num_heads), 0.1, pdt))  # [nb, H]
@@ -175,7 +166,7 @@ class UMT5Encoder(nnx.Module):
       return Block(cfg, rngs=rngs)
 
     self.blocks = make_blocks(rngs)
-    self.norm = T5RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt, out_dtype=jnp.float32)
+    self.norm = RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
 
   def __call__(self, ids: Array, mask: Array) -> Array:
     """Encodes token ``ids [B, L]`` with attention ``mask [B, L]`` (nonzero = real token).
