@@ -166,7 +166,7 @@ def convert(src: Mapping, cfg: VAEConfig, *, dtype: str | None = None, strict: b
   tree: dict = {}
   for path, _ in param_specs(cfg):
     arr = _from_upstream(path, np.asarray(src[upstream_key(path)]))
-    _set(tree, path, np.ascontiguousarray(arr.astype(out_dtype)))
+    _set(tree, path, np.ascontiguousarray(arr, dtype=out_dtype))
   return tree
 
 
