@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
@@ -148,7 +149,7 @@ def main(argv=None) -> dict:
     "device": str(jax.devices()[0].device_kind),
     "platform": jax.devices()[0].platform,
     "host": platform.processor() or platform.machine(),
-    "cpu_count": __import__("os").cpu_count(),
+    "cpu_count": os.cpu_count(),
     "jax": jax.__version__,
     "preset": a.preset,
     "dtype": a.dtype,

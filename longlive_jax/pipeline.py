@@ -11,10 +11,10 @@ blocks are still generating.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -94,7 +94,6 @@ class VideoSink:
     self.cache = None
     self.writers: list[list] = []
     self.frames = 0
-    self.first_frame_time: float | None = None
 
   def _open(self, batch: int) -> None:
     for i in range(batch):
@@ -106,7 +105,7 @@ class VideoSink:
         ws.append(PngWriter(self.png_dir if batch == 1 else self.png_dir / str(i)))
       self.writers.append(ws)
 
-  def __call__(self, x0: np.ndarray) -> None:
+  def __call__(self, x0: jax.Array) -> None:
     from longlive_jax.vae.stream import decode_step, init_decode_cache
 
     x0 = jnp.asarray(x0)
@@ -120,8 +119,6 @@ class VideoSink:
       for wr in ws:
         wr.write(pixels[i])
     self.frames += pixels.shape[1]
-    if self.first_frame_time is None:
-      self.first_frame_time = time.perf_counter()
 
   def close(self) -> None:
     for ws in self.writers:

@@ -104,13 +104,23 @@ def test_live_prompts_from_stdin_are_recorded_and_replayable(setup, monkeypatch)
 
 def test_live_quit_stops_and_keeps_what_was_generated(setup):
   root, ckpt, embs, st = setup
-  live = srun.LivePrompts(iter(["", srun.QUIT + "\n"]))
-  live._thread.join()
   opts = srun.StreamOptions(frames=12, height=H, width=W, window_frames=9)
-  # the quit line is read before block 0: nothing generated, nothing written, a clear error
+  # polled once per block: a prompt before block 0 (replaces the first one), then quit before block 1
+  live = srun.LivePrompts(iter(["p1\n", srun.QUIT + "\n"]))
+  live._thread.join()
+  out = root / "q.npz"
+  meta = srun.run_stream(
+    st, embs[:1], [], opts=opts, out_path=out, prompts=["p0"], live=live, resolve=lambda p: embs[1], progress=False
+  )
+  got, saved = _read(out)
+  assert meta["status"] == saved["status"] == "stopped" and saved["frames"] == 3 and saved["prompts"] == ["p1"]
+  np.testing.assert_allclose(got, _expected(st, embs[1:2], [], frames=3, seed=0), atol=1e-5)
+  # quit before block 0: nothing generated, nothing written, a clear error
+  live = srun.LivePrompts(iter([srun.QUIT + "\n"]))
+  live._thread.join()
   with pytest.raises(srun.StreamInputError, match="no block was generated"):
-    srun.run_stream(st, embs[:1], [], opts=opts, out_path=root / "q.npz", prompts=["p0"], live=live, progress=False)
-  assert not (root / "q.npz").exists()
+    srun.run_stream(st, embs[:1], [], opts=opts, out_path=root / "q0.npz", prompts=["p0"], live=live, progress=False)
+  assert not (root / "q0.npz").exists()
 
 
 @pytest.mark.parametrize(

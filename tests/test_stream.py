@@ -148,17 +148,15 @@ def test_switch_modes():
   noise, renoise, ctx = _draws(cfg, 4)
   ctx2 = ctx[:, ::-1] * 0.5
   spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
-  outs, caches = {}, {}
+  outs = {}
   for mode in SWITCH_MODES:
     st = Streamer(model, spec, switch_mode=mode)
     sess = st.session(GivenNoise(noise, renoise, block_frames=3), ctx, batch=1)
     for _ in range(3):
       sess.next_block()
-    before = jax.tree.map(np.asarray, sess.cache)
     sess.switch(ctx2)
     outs[mode] = np.asarray(sess.next_block()[1])
-    caches[mode] = before
-  # keep: identical cache before the switch block; the three modes give three different continuations
+  # the three modes give three different continuations
   assert np.max(np.abs(outs["keep"] - outs["recache"])) > 1e-4
   assert np.max(np.abs(outs["clear"] - outs["keep"])) > 1e-4
   # clear == a fresh stream that starts at frame 9 with the new prompt
@@ -186,6 +184,8 @@ def test_context_noise_commits_the_noised_block():
   clean = engine.commit(model, cache, x0, cross=cross, spec=spec, context_t=0.0)
   np.testing.assert_allclose(np.asarray(got.k), np.asarray(want.k), atol=1e-6)
   assert np.max(np.abs(np.asarray(got.k) - np.asarray(clean.k))) > 1e-5
+  with pytest.raises(ValueError, match="renoise_context needs a context noise draw"):
+    Streamer(model, spec, renoise_context=True).block(cache, x0, noise[None, :, :3], cross)
 
 
 def test_absolute_rope_length_guard_and_relative_mode_beyond_it():

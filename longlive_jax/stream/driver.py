@@ -101,7 +101,7 @@ class Streamer:
         sigmas=sigmas,
         spec=spec,
         context_t=context_t,
-        context_eps=ctx_eps if renoise_context else None,
+        context_eps=ctx_eps,
         shift=shift,
       )
 
@@ -123,7 +123,9 @@ class Streamer:
       return out, cache
 
     def scan_keyed(params, cache, key, first_block, ck, cv, timesteps, sigmas, *, shape, num_blocks):
-      draw = functools.partial(block_draws, shape=shape, num_steps=timesteps.shape[0], dtype=jnp.float32)
+      draw = functools.partial(
+        block_draws, shape=shape, num_steps=timesteps.shape[0], dtype=jnp.float32, context_eps=renoise_context
+      )
 
       def body(c, blk):
         noise, renoise, ctx_eps = draw(key, blk)
@@ -177,9 +179,17 @@ class Streamer:
       )
     return self._cross(self.params, context)
 
+  def _context_eps(self, context_eps):
+    """The context draw a block step takes: required with ``renoise_context``, else unused (None)."""
+    if not self.renoise_context:
+      return None
+    if context_eps is None:
+      raise ValueError("renoise_context needs a context noise draw (KeyNoise(..., context_eps=True))")
+    return context_eps
+
   def block(self, cache: KVCache, noise: Array, renoise: Array, cross, context_eps: Array | None = None):
     """One block: ``(x0 [B, n, H, W, C], cache, x0_steps [steps, B, n, H, W, C])``."""
-    ctx = jnp.zeros_like(noise) if context_eps is None else context_eps
+    ctx = self._context_eps(context_eps)
     return self._block(self.params, cache, noise, renoise, ctx, cross[0], cross[1], self.timesteps, self.sigmas)
 
   def recache(self, cache: KVCache, latents: Array, cross, *, switch_frame: int) -> KVCache:
@@ -193,7 +203,7 @@ class Streamer:
   def generate_scan(self, cache: KVCache, noise_blocks: Array, renoise_blocks: Array, cross, context_eps=None):
     """All blocks in one ``lax.scan`` from given draws. ``noise_blocks [nb, B, n, H, W, C]`` -> ``[nb, B, n, ...]``."""
     self.check_length(int(noise_blocks.shape[0]) * self.spec.block_frames)
-    ctx = jnp.zeros_like(noise_blocks) if context_eps is None else context_eps
+    ctx = self._context_eps(context_eps)
     return self._scan(
       self.params, cache, noise_blocks, renoise_blocks, ctx, cross[0], cross[1], self.timesteps, self.sigmas
     )

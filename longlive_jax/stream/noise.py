@@ -35,26 +35,34 @@ class BlockShape:
     return (self.batch, self.frames, self.height, self.width, self.channels)
 
 
-def block_draws(key: Array, block: Array, *, shape: BlockShape, num_steps: int, dtype=jnp.float32):
-  """``(noise [B, n, H, W, C], renoise [steps - 1, B, n, H, W, C], context_eps [B, n, H, W, C])`` of a block.
+def block_draws(
+  key: Array, block: Array, *, shape: BlockShape, num_steps: int, dtype=jnp.float32, context_eps: bool = True
+):
+  """``(noise [B, n, H, W, C], renoise [steps - 1, B, n, H, W, C], context_eps [B, n, H, W, C] | None)`` of a block.
 
-  Pure and traceable in ``block`` (an int32 scalar), so it runs inside ``lax.scan``.
+  Pure and traceable in ``block`` (an int32 scalar), so it runs inside ``lax.scan``. The context draw
+  (training-style streams only) is skipped with ``context_eps=False``; the other draws do not change.
   """
   k_noise, k_renoise, k_ctx = jax.random.split(jax.random.fold_in(key, block), 3)
   noise = jax.random.normal(k_noise, shape.shape, dtype)
   renoise = jax.random.normal(k_renoise, (num_steps - 1, *shape.shape), dtype)
-  context_eps = jax.random.normal(k_ctx, shape.shape, dtype)
-  return noise, renoise, context_eps
+  ctx = jax.random.normal(k_ctx, shape.shape, dtype) if context_eps else None
+  return noise, renoise, ctx
 
 
 class KeyNoise:
-  """Draws of block ``b`` from ``fold_in(key, b)`` (one compiled program for every block)."""
+  """Draws of block ``b`` from ``fold_in(key, b)`` (one compiled program for every block).
 
-  def __init__(self, key: Array, *, shape: BlockShape, num_steps: int, dtype=jnp.float32):
+  ``context_eps``: also draw the context noise (streams with ``renoise_context`` only).
+  """
+
+  def __init__(self, key: Array, *, shape: BlockShape, num_steps: int, dtype=jnp.float32, context_eps: bool = False):
     if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
       key = jax.random.wrap_key_data(key) if key.dtype == jnp.uint32 else jax.random.key(int(key))
     self.key, self.shape, self.num_steps, self.dtype = key, shape, num_steps, dtype
-    self._draw = jax.jit(functools.partial(block_draws, shape=shape, num_steps=num_steps, dtype=dtype))
+    self._draw = jax.jit(
+      functools.partial(block_draws, shape=shape, num_steps=num_steps, dtype=dtype, context_eps=context_eps)
+    )
     self.num_blocks = None  # unbounded
 
   def __call__(self, block: int):

@@ -240,7 +240,9 @@ def run_stream(
   shape = BlockShape(
     batch=batch, frames=spec.block_frames, height=opts.height, width=opts.width, channels=streamer.cfg.in_dim
   )
-  draws = KeyNoise(jax.random.key(opts.seed), shape=shape, num_steps=streamer.num_steps)
+  draws = KeyNoise(
+    jax.random.key(opts.seed), shape=shape, num_steps=streamer.num_steps, context_eps=streamer.renoise_context
+  )
   sess = streamer.session(draws, jnp.asarray(contexts[0]), batch=batch)
   prompts = list(prompts)
   first = prompts[0]
@@ -270,9 +272,9 @@ def run_stream(
         sw = pending.pop(0)
         sess.switch(jnp.asarray(contexts[sw.prompt]), prompt=sw.prompt)
       _, x0, info = sess.next_block()
-      blocks.append(np.asarray(x0))
       if on_block is not None:
-        on_block(blocks[-1])
+        on_block(x0)  # the device array: the VAE decode is dispatched before the host copy below
+      blocks.append(np.asarray(x0))
       if info["switched_to"] is not None:
         start = sess.frame - spec.block_frames
         if start == 0:  # a prompt typed before the first block replaces the first prompt
