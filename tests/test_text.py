@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
-import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +14,7 @@ from flax import nnx
 from safetensors.numpy import save_file
 
 from longlive_jax import golden
-from longlive_jax.convert import CheckpointError, sources, umt5
+from longlive_jax.convert import CheckpointError, sources, torch_save, umt5
 from longlive_jax.text import UMT5_XXL, TokenizerError, UMT5Tokenizer, clean_text, encode_prompts, tiny_config
 from longlive_jax.text import encode as encode_lib
 from longlive_jax.text.golden_case import case_config, run_golden
@@ -183,38 +181,12 @@ def test_shape_mismatch_names_key_and_both_shapes(golden_sd, case):
     umt5.convert(sd, case_config(case))
 
 
-def _write_pth(path, sd):
-  """A minimal ``torch.save`` zip (protocol-2 pickle of ``_rebuild_tensor_v2`` calls), bfloat16 storages."""
-
-  def s(text):
-    b = text.encode()
-    return b"X" + struct.pack("<I", len(b)) + b
-
-  def i(n):
-    return b"J" + struct.pack("<i", n)
-
-  pkl = [b"\x80\x02}("]
-  blobs = {}
-  for n, (key, arr) in enumerate(sd.items()):
-    arr = np.ascontiguousarray(arr.astype(ml_dtypes.bfloat16))
-    blobs[str(n)] = arr.tobytes()
-    strides = [math.prod(arr.shape[d + 1 :]) for d in range(arr.ndim)]
-    pid = b"(" + s("storage") + b"ctorch\nBFloat16Storage\n" + s(str(n)) + s("cpu") + i(arr.size) + b"tQ"
-    size = b"(" + b"".join(i(d) for d in arr.shape) + b"t"
-    stride = b"(" + b"".join(i(d) for d in strides) + b"t"
-    pkl.append(s(key) + b"ctorch._utils\n_rebuild_tensor_v2\n(" + pid + i(0) + size + stride + b"\x89tR")
-  pkl.append(b"u.")
-  with zipfile.ZipFile(path, "w") as z:
-    z.writestr("archive/data.pkl", b"".join(pkl))
-    for k, v in blobs.items():
-      z.writestr(f"archive/data/{k}", v)
-
-
 def test_bf16_pth_and_safetensors_convert_alike(tmp_path, golden_sd, case):
   """The real checkpoint is a bf16 .pth; it must give the same tree as the same weights in .safetensors."""
   cfg = case_config(case).replace(param_dtype="bfloat16")
   pth = tmp_path / "models_t5_umt5-xxl-enc-bf16.pth"
-  _write_pth(pth, golden_sd)
+  torch_save.save(pth, golden_sd, dtype=ml_dtypes.bfloat16)
+  assert sources.open_state_dict(pth)["blocks.1.ffn.gate.0.weight"].dtype == ml_dtypes.bfloat16  # bf16 storages
   st = tmp_path / "enc.safetensors"
   save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in golden_sd.items()}, str(st))
   a, b = params_of(umt5.load_encoder(pth, cfg)), params_of(umt5.load_encoder(st, cfg))

@@ -6,18 +6,13 @@ tests where the shapes allow it (the VAE module is a pytree argument, weights ar
 
 from __future__ import annotations
 
-import collections
-import io
-import pickle
-import zipfile
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from longlive_jax import golden
-from longlive_jax.convert import CheckpointError, sources, wan_vae
+from longlive_jax.convert import CheckpointError, sources, torch_save, wan_vae
 from longlive_jax.vae import stream
 from longlive_jax.vae.config import VAEConfig, get_preset, tiny_vae_config
 from longlive_jax.vae.golden_case import run_golden
@@ -162,7 +157,9 @@ def test_unexpected_key_is_named(golden_sd):
   sd = dict(golden_sd, **{"decoder.extra.weight": np.zeros(3, np.float32)})
   with pytest.raises(CheckpointError, match=r"unexpected key.*decoder\.extra\.weight"):
     wan_vae.convert(sd, tiny_vae_config())
-  wan_vae.convert(sd, tiny_vae_config(), strict=False)  # tolerated on request
+  params = wan_vae.convert(sd, tiny_vae_config(), strict=False)  # tolerated on request
+  with pytest.raises(CheckpointError, match=r"VAE parameter tree: unexpected parameter.*'extra'"):
+    wan_vae.vae_from_params(tiny_vae_config(), {**params, "extra": np.zeros(3, np.float32)})
 
 
 def test_round_trip_and_layout(golden_sd):
@@ -177,53 +174,10 @@ def test_round_trip_and_layout(golden_sd):
     np.testing.assert_array_equal(back[key], value, err_msg=key)
 
 
-def _write_torch_pth(path, state: dict) -> None:
-  """A minimal ``torch.save`` zip of a flat state dict, written without torch (format as torch >= 1.6)."""
-
-  class Global:  # pickled as a GLOBAL opcode naming a torch object (callable: pickle's save_reduce checks)
-    def __init__(self, module, name):
-      self.ref = f"{module}\n{name}\n".encode()
-
-    def __call__(self, *args):
-      raise NotImplementedError
-
-  class Tensor:
-    def __init__(self, key, arr):
-      self.key, self.arr = key, arr
-
-    def __reduce__(self):
-      stride = tuple(s // self.arr.itemsize for s in self.arr.strides)
-      storage = ("storage", Global("torch", "FloatStorage"), self.key, "cpu", self.arr.size)
-      return Global("torch._utils", "_rebuild_tensor_v2"), (
-        storage,
-        0,
-        self.arr.shape,
-        stride,
-        False,
-        collections.OrderedDict(),
-      )
-
-  class Pickler(pickle._Pickler):
-    dispatch = dict(pickle._Pickler.dispatch)
-    dispatch[Global] = lambda self, obj: self.write(pickle.GLOBAL + obj.ref)
-
-    def persistent_id(self, obj):
-      return obj if isinstance(obj, tuple) and obj and obj[0] == "storage" else None
-
-  tensors = {k: Tensor(str(i), np.ascontiguousarray(v, np.float32)) for i, (k, v) in enumerate(state.items())}
-  buf = io.BytesIO()
-  Pickler(buf, protocol=2).dump(collections.OrderedDict(tensors))
-  with zipfile.ZipFile(path, "w") as zf:
-    zf.writestr("archive/data.pkl", buf.getvalue())
-    zf.writestr("archive/version", "3\n")
-    for t in tensors.values():
-      zf.writestr(f"archive/data/{t.key}", t.arr.tobytes())
-
-
 def test_load_wan21_vae_pth(tmp_path, golden_sd, golden_vae):
   """``Wan2.1_VAE.pth`` is a bare torch state dict: read by our torch-free reader, config inferred from shapes."""
   path = tmp_path / "Wan2.1_VAE.pth"
-  _write_torch_pth(path, golden_sd)
+  torch_save.save(path, golden_sd)
   vae = wan_vae.load_vae(path, VAEConfig.from_upstream({"dim": 8, "z_dim": 16, "dropout": 0.0}))
   assert vae.cfg == tiny_vae_config()
   inferred = wan_vae.infer_config(sources.open_state_dict(path))
