@@ -103,6 +103,7 @@ def test_streaming_long_carries_the_sequence_switches_with_the_training_recache_
     _finite(m)
     got = tuple(int(m[k]) for k in ("chunk_start", "sequence_length", "sequences", "switched"))
     assert got == (start, length, seqs, switched)
+    assert 0 <= float(m["exit_step_critic"]) <= 3 and float(m["generator_updated"]) == float(gen)
     assert int(state.stream.cache.next_frame) == length
     assert (_changed(old.generator, state.generator) > 1e-6) == gen
     assert _changed(old.critic, state.critic) > 1e-6

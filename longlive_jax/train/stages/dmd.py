@@ -370,6 +370,42 @@ class DMDCore:
     metrics = {"generator_loss": loss, "generator_grad_norm": optax.tree.norm(grads), **metrics}
     return state.replace(generator=gen, generator_opt=opt, ema=ema), metrics, extra
 
+  def train_step(self, state: DMDState, *, uncond: Array, sample: Callable) -> tuple[DMDState, dict]:
+    """One DMD step in upstream's order (one compiled program for both kinds of step).
+
+    Every ``dfake_gen_update_ratio``-th step (a ``lax.cond``) a generator step (+ EMA) on the DMD loss of
+    a sample drawn with gradient, then on every step a critic step on a fresh sample of the (just updated)
+    generator without gradient. ``sample(params, stream, key) -> (video, mask, cond, stream, metrics)`` is
+    the stage's generation from the carried ``state.stream`` (None for Stage 1); ``metrics["exit_step"]``
+    is reported as ``exit_step_generator`` / ``exit_step_critic``, its other metrics (the critic
+    sample's) as they are. Generator metrics are 0 on steps without a generator update.
+    """
+    key = jax.random.wrap_key_data(state.key)
+    k_next, k_gen, k_gen_loss, k_crit, k_crit_loss = jax.random.split(key, 5)
+
+    def gen_branch(st):
+      def loss_fn(params):
+        video, mask, cond, stream, m = sample(params, st.stream, k_gen)
+        critic_p = self.critic_params(st.critic, st.critic_base)
+        loss, lm = self.dmd_loss(video, mask, critic_p, st.teacher, cond, uncond, k_gen_loss)
+        return loss, ({**lm, "exit_step_generator": jnp.asarray(m["exit_step"], jnp.float32)}, stream)
+
+      st, m, stream = self.generator_step(st, loss_fn)
+      return st.replace(stream=stream), m
+
+    def skip(st):
+      return st, zero_generator_metrics()
+
+    is_gen = state.step % self.opts.dfake_gen_update_ratio == 0
+    state, gen_metrics = jax.lax.cond(is_gen, gen_branch, skip, state)
+    gen_p = sg(self.generator_params(state.generator, state.generator_base))
+    video, mask, cond, stream, m = sample(gen_p, state.stream, k_crit)
+    state, critic_metrics = self.critic_step(state, video, mask, cond, k_crit_loss)
+    sample_metrics = {("exit_step_critic" if k == "exit_step" else k): v for k, v in m.items()}
+    metrics = {**gen_metrics, **critic_metrics, **sample_metrics, "generator_updated": is_gen}
+    state = state.replace(stream=stream, step=state.step + 1, key=jax.random.key_data(k_next))
+    return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
   # -------------------------------------------------------------------------------- data
 
   def uncond_embedding(self, encode_text: Callable | None) -> np.ndarray:

@@ -4,10 +4,11 @@ Each step (one compiled program): every ``dfake_gen_update_ratio``-th step (``st
 ``lax.cond``) the generator rolls out 21 frames from a fresh KV cache with gradient through one random
 exit step and takes an AdamW step on the DMD loss, then the EMA (0.99 from step 200) is updated; every
 step the critic takes an AdamW step on its flow loss on a fresh no-grad rollout of the (just updated)
-generator, in upstream's order. Generator metrics are 0 on steps where it does not update
-(``generator_updated`` says which). Networks, losses and options: :mod:`longlive_jax.train.stages.dmd`.
+generator, in upstream's order (:meth:`~longlive_jax.train.stages.dmd.DMDCore.train_step`). Generator
+metrics are 0 on steps where it does not update (``generator_updated`` says which). Networks, losses and
+options: :mod:`longlive_jax.train.stages.dmd`.
 
-YAML keys: the fields of :class:`SelfForcingOptions` (those of
+YAML keys: the fields of :class:`Options` (those of
 :class:`~longlive_jax.train.stages.dmd.DMDOptions` plus ``num_training_frames``).
 """
 
@@ -27,11 +28,9 @@ from longlive_jax.train.stages.dmd import (
   RunSetup,
   run_setup,
   stage_options,
-  zero_generator_metrics,
 )
 
 Array = jax.Array
-sg = jax.lax.stop_gradient
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,37 +60,13 @@ class SelfForcingStage:
     return self.core.init_state(key, mesh=mesh)
 
   def step(self, state: DMDState, batch: Mapping[str, Array]) -> tuple[DMDState, dict]:
-    core = self.core
-    cond, uncond = jnp.asarray(batch["cond"]), jnp.asarray(batch["uncond"])
-    key = jax.random.wrap_key_data(state.key)
-    k_next, k_gen, k_gen_loss, k_crit, k_crit_loss = jax.random.split(key, 5)
+    cond = jnp.asarray(batch["cond"])
 
-    def gen_branch(st):
-      def loss_fn(params):
-        video, _, e = core.generate(params, k_gen, cond, num_blocks=self.num_blocks)
-        critic_p = core.critic_params(st.critic, st.critic_base)
-        loss, m = core.dmd_loss(video, None, critic_p, st.teacher, cond, uncond, k_gen_loss)
-        return loss, ({**m, "exit_step_generator": e.astype(jnp.float32)}, None)
+    def sample(params, stream, key):  # a fresh rollout; no stream is carried
+      video, _, e = self.core.generate(params, key, cond, num_blocks=self.num_blocks)
+      return video, None, cond, stream, {"exit_step": e}
 
-      st, m, _ = core.generator_step(st, loss_fn)
-      return st, m
-
-    def skip(st):
-      return st, zero_generator_metrics()
-
-    is_gen = state.step % self.opts.dfake_gen_update_ratio == 0
-    state, gen_metrics = jax.lax.cond(is_gen, gen_branch, skip, state)
-    gen_p = sg(core.generator_params(state.generator, state.generator_base))
-    video, _, e = core.generate(gen_p, k_crit, cond, num_blocks=self.num_blocks)
-    state, critic_metrics = core.critic_step(state, sg(video), None, cond, k_crit_loss)
-    metrics = {
-      **gen_metrics,
-      **critic_metrics,
-      "exit_step_critic": e.astype(jnp.float32),
-      "generator_updated": is_gen.astype(jnp.float32),
-    }
-    state = state.replace(step=state.step + 1, key=jax.random.key_data(k_next))
-    return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    return self.core.train_step(state, uncond=jnp.asarray(batch["uncond"]), sample=sample)
 
   def make_batch(self, records, *, encode_text: Callable | None = None) -> dict:
     """``{"cond", "uncond"}`` float32 ``[B, text_len, text_dim]`` from prompt records (``text_embedding`` or ``prompt``)."""

@@ -25,7 +25,8 @@ optimizer steps; the train state carries the stream (KV cache, the last chunk of
   * a new sequence starts when the next chunk would pass the max length (21 + 12 x 18 = 237 frames).
 
 Schedule as upstream's ``fwdbwd_one_step_streaming``: a generator step (every ``dfake_gen_update_ratio``-th)
-consumes one chunk with gradient, then the critic the next chunk without; other steps one critic chunk.
+consumes one chunk with gradient, then the critic the next chunk without; other steps one critic chunk
+(:meth:`~longlive_jax.train.stages.dmd.DMDCore.train_step`).
 LongLive trains LoRA (``adapter: {rank: 256, alpha: 256}``, the default here) on the generator and the critic.
 """
 
@@ -53,7 +54,6 @@ from longlive_jax.train.stages.dmd import (
   RunSetup,
   run_setup,
   stage_options,
-  zero_generator_metrics,
 )
 from longlive_jax.vae import stream as vae_stream
 
@@ -276,33 +276,11 @@ class StreamingLongStage:
   # ------------------------------------------------------------------------------------ step
 
   def step(self, state: DMDState, batch: Mapping[str, Array]) -> tuple[DMDState, dict]:
-    core = self.core
-    uncond = jnp.asarray(batch["uncond"], jnp.float32)
-    key = jax.random.wrap_key_data(state.key)
-    k_next, k_gen, k_gen_loss, k_crit, k_crit_loss = jax.random.split(key, 5)
+    def sample(params, stream, key):  # the next chunk of the carried sequence
+      out = self.chunk(params, stream, batch, key)
+      return out.window, out.mask, out.cond, out.stream, out.metrics
 
-    def gen_branch(st):
-      def loss_fn(params):
-        out = self.chunk(params, st.stream, batch, k_gen)
-        critic_p = core.critic_params(st.critic, st.critic_base)
-        loss, m = core.dmd_loss(out.window, out.mask, critic_p, st.teacher, out.cond, uncond, k_gen_loss)
-        return loss, ({**m, "exit_step_generator": out.metrics["exit_step"].astype(jnp.float32)}, out.stream)
-
-      st, m, stream = core.generator_step(st, loss_fn)
-      return st.replace(stream=stream), m
-
-    def skip(st):
-      return st, zero_generator_metrics()
-
-    is_gen = state.step % self.opts.dfake_gen_update_ratio == 0
-    state, gen_metrics = jax.lax.cond(is_gen, gen_branch, skip, state)
-    gen_p = sg(core.generator_params(state.generator, state.generator_base))
-    out = self.chunk(gen_p, state.stream, batch, k_crit)
-    state, critic_metrics = core.critic_step(state, out.window, out.mask, out.cond, k_crit_loss)
-    chunk_metrics = {f"critic_{k}" if k == "exit_step" else k: v for k, v in out.metrics.items()}
-    metrics = {**gen_metrics, **critic_metrics, **chunk_metrics, "generator_updated": is_gen}
-    state = state.replace(stream=out.stream, step=state.step + 1, key=jax.random.key_data(k_next))
-    return state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    return self.core.train_step(state, uncond=jnp.asarray(batch["uncond"], jnp.float32), sample=sample)
 
   # ------------------------------------------------------------------------------------ data / export
 
