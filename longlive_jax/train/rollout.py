@@ -115,8 +115,8 @@ def draw_blocks(
 ) -> Draws:
   """Draws of blocks ``first_block .. first_block + num_blocks - 1`` from ``fold_in(key, b)``.
 
-  The same numbers as the streaming engine's :class:`~longlive_jax.stream.noise.KeyNoise` for the same key, so a
-  training rollout can be replayed by the inference engine.
+  The same numbers as the streaming engine's :class:`~longlive_jax.stream.noise.KeyNoise` (with ``context_eps=True``)
+  for the same key, so a training rollout can be replayed by the inference engine.
   """
   blocks = jnp.asarray(first_block, jnp.int32) + jnp.arange(num_blocks, dtype=jnp.int32)
   draw = functools.partial(block_draws, shape=shape, num_steps=num_steps)
