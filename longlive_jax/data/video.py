@@ -23,6 +23,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from longlive_jax.video_io import VideoWriter
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 
 
@@ -140,29 +142,20 @@ def synthetic_clip(*, frames: int, height: int, width: int, seed: int | tuple[in
 
 
 def write_video(path: str | Path, video: np.ndarray, *, fps: float = 16.0, crf: int = 10) -> Path:
-  """Writes ``[F, H, W, 3]`` uint8 frames as H.264 (yuv420p, so H and W must be even) to ``path``.
+  """Writes ``[F, H, W, 3]`` uint8 frames as an mp4 (:class:`longlive_jax.video_io.VideoWriter`: H.264,
+  or MPEG-4 part 2 without libx264; yuv420p, so H and W must be even) to ``path``.
 
   ``fps`` is rounded to an integer frame rate; ``crf`` 10 is visually lossless (4:2:0 chroma still
   blurs sharp colour edges by a few levels).
   """
   if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
     raise ValueError(f"write_video: expected [F, H, W, 3] uint8 frames, got {video.shape} {video.dtype}")
-  f, h, w, _ = video.shape
+  _, h, w, _ = video.shape
   if h % 2 or w % 2:
     raise ValueError(f"write_video: height and width must be even for yuv420p, got {h}x{w}")
-  path = Path(path)
-  with av.open(str(path), "w") as out:
-    if "libx264" in av.codecs_available:
-      stream = out.add_stream("libx264", rate=round(fps))
-      stream.options = {"crf": str(crf), "preset": "veryfast"}
-    else:  # FFmpeg builds without x264: its own MPEG-4 part 2 encoder, near-lossless quantizer
-      stream = out.add_stream("mpeg4", rate=round(fps))
-      stream.options = {"qscale": "2"}
-    stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-    for img in video:
-      out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-    out.mux(stream.encode())
-  return path
+  with VideoWriter(path, fps=fps, crf=crf) as out:
+    out.write(video)
+  return out.path
 
 
 @dataclasses.dataclass(frozen=True)
