@@ -253,10 +253,6 @@ def batch_sharding(shape: Sequence[int], mesh: Mesh, *, logical: Sequence[str | 
   return NamedSharding(mesh, _fit(logical_to_spec(logical, mesh=mesh), shape, mesh))
 
 
-def batch_shardings(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, NamedSharding]:
-  return jax.tree.map(lambda x: batch_sharding(np.shape(x), mesh), batch)
-
-
 def shard_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
   """Host arrays (this process's part of the global batch) -> global ``jax.Array`` s sharded per
   :func:`batch_sharding`. On one process the local batch is the global batch."""
@@ -306,8 +302,3 @@ def init_sharded(
   elif callable(shardings):
     shardings = shardings(abstract)
   return jax.jit(lambda *a: fn(*a, **kwargs), out_shardings=shardings)(*args)
-
-
-def specs_of(tree: Any) -> Any:
-  """The ``PartitionSpec`` of every leaf (tests, logging)."""
-  return jax.tree.map(lambda x: x.sharding.spec, tree)

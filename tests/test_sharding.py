@@ -106,7 +106,6 @@ def _flat_specs(tree, prefix: str) -> dict:
 
 def _child() -> None:
   import jax
-  import jax.numpy as jnp
 
   jax.config.update("jax_default_matmul_precision", "highest")
   from longlive_jax.config import tiny_config
@@ -174,7 +173,6 @@ def _child() -> None:
   cache = init_cache(StreamSpec(tokens_per_frame=4), num_layers=2, batch=4, num_heads=2, head_dim=16)
   placed = jax.device_put(cache, S.kv_cache_shardings(cache, mesh))
   results["kv_cache"] = {"k": _spec_list(placed.k.sharding.spec), "frame": _spec_list(placed.frame.sharding.spec)}
-  del jnp
   print(json.dumps(results))
 
 
