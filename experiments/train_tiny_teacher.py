@@ -61,7 +61,7 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
 
   from longlive_jax.data import make_iterator
-  from longlive_jax.train import loop, stages
+  from longlive_jax.train import inputs, loop, stages
   from longlive_jax.train.config import load_config
 
   work = Path(a.work)
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
   cfg = load_config(REPO / "configs" / "tiny_teacher.yaml", overrides)
   stage = stages.get_stage("teacher")(cfg)
   t0 = time.perf_counter()
-  ds_dir = loop.dataset_dir(cfg, "video_latents")
+  ds_dir = inputs.dataset_dir(cfg, "video_latents")
   build_s = time.perf_counter() - t0
 
   init = stage.init(jax.random.PRNGKey(cfg.seed), mesh=None)
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
 
   # Every clip once, in a fixed order, for the evaluation.
   it = make_iterator(ds_dir, batch_size=a.videos, seed=0, shuffle=False, num_epochs=1)
-  batch = stage.make_batch(loop.split_records(next(it)))
+  batch = stage.make_batch(inputs.split_records(next(it)))
   ts = [50.0, 150.0, 300.0, 450.0, 600.0, 750.0, 850.0, 950.0]
   final = result.state
   ev = {

@@ -25,6 +25,7 @@ from longlive_jax.data import (
   synthetic_clip,
   write_synthetic_videos,
 )
+from longlive_jax.data.pipeline import npz_dataset
 from longlive_jax.data.video import write_video
 
 H, W, F = 32, 48, 9  # tiny clips: 9 pixel frames -> 3 latent frames of 4x6
@@ -318,3 +319,27 @@ def test_pipeline_text_encoder(tmp_path, prompt_set):
     make_iterator(prompt_set, batch_size=1, seed=0, shard_index=2, shard_count=2)
   with pytest.raises(DataError, match="not a built dataset"):
     make_iterator(tmp_path, batch_size=1, seed=0)
+
+
+def test_npz_pipeline(tmp_path):
+  """``.npz`` record files (kinds without a builder, e.g. ``ode_pairs``): row i of every array is record i."""
+  path = tmp_path / "pairs.npz"
+  traj = np.arange(9 * 2 * 3, dtype=np.float32).reshape(9, 2, 3)
+  np.savez(path, trajectory=traj, prompt=np.array([f"prompt {i}" for i in range(9)]), index=np.arange(9))
+  kw = {"batch_size": 2, "seed": 3, "num_epochs": 1, "shard_count": 2}
+  shards = [list(npz_dataset(path, shard_index=i, **kw)) for i in range(2)]
+  for batches in shards:
+    assert len(batches) == 2  # 9 records -> 8 (even shards) -> 4 per shard -> 2 batches of 2
+    for b in batches:
+      assert b["prompt"] == [f"prompt {i}" for i in b["index"]]  # unicode rows become str
+      np.testing.assert_array_equal(b["trajectory"], traj[b["index"]])
+  got = [sum((b["index"].tolist() for b in batches), []) for batches in shards]
+  assert sorted(got[0] + got[1]) == list(range(8)) and not set(got[0]) & set(got[1])
+  again = [b["index"].tolist() for b in npz_dataset(path, shard_index=0, **kw)]
+  assert sum(again, []) == got[0]  # deterministic in the seed
+  np.savez(tmp_path / "bad.npz", a=np.zeros(3), b=np.zeros(4))
+  with pytest.raises(DataError, match=r"bad\.npz: arrays must share their leading"):
+    npz_dataset(tmp_path / "bad.npz", **kw, shard_index=0)
+  (tmp_path / "junk.npz").write_bytes(b"not a zip")
+  with pytest.raises(DataError, match=r"junk\.npz: not a readable \.npz"):
+    npz_dataset(tmp_path / "junk.npz", **kw, shard_index=0)

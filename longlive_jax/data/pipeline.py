@@ -7,6 +7,9 @@ the iterator state is a few integers):
   -> shuffle(seed) -> repeat(num_epochs; None = forever, each epoch reshuffled) -> decode
   -> batch -> ``to_iter_dataset`` (reader threads + prefetch) -> [encode_text on the batch]
 
+:func:`batched` is that pipeline over any random-access source (the decode step is the source's);
+:func:`npz_dataset` runs it over an ``.npz`` of stacked arrays (:class:`NpzRecords`).
+
 Sharding defaults to this JAX process (``jax.process_index()`` of ``jax.process_count()``): the
 shards partition the records, with no overlap. ``even_shards`` (default) gives every process the
 same number of records per epoch so their epochs stay aligned. The text encoder runs on the
@@ -107,6 +110,48 @@ def make_dataset(
 ) -> grain.IterDataset:
   """The batched, sharded, shuffled, repeated pipeline over a built dataset (see the module doc)."""
   kind, source = open_source(dataset_dir, split=split)
+  if encode_text is not None and kind == "video_latents":
+    raise ValueError(f"make_dataset: {dataset_dir} already holds caption embeddings; encode_text is for prompt sets")
+  it = batched(
+    source,
+    name=str(dataset_dir),
+    batch_size=batch_size,
+    seed=seed,
+    shuffle=shuffle,
+    num_epochs=num_epochs,
+    shard_index=shard_index,
+    shard_count=shard_count,
+    even_shards=even_shards,
+    drop_remainder=drop_remainder,
+    decode=functools.partial(_decode, kind),
+    num_threads=num_threads,
+    prefetch_buffer_size=prefetch_buffer_size,
+  )
+  if encode_text is not None:
+    it = it.map(functools.partial(_encode, kind, encode_text))
+  return it
+
+
+def batched(
+  source: Any,
+  *,
+  name: str,
+  batch_size: int,
+  seed: int,
+  shuffle: bool = True,
+  num_epochs: int | None = None,
+  shard_index: int | None = None,
+  shard_count: int | None = None,
+  even_shards: bool = True,
+  drop_remainder: bool = True,
+  decode: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+  num_threads: int = 2,
+  prefetch_buffer_size: int = 4,
+) -> grain.IterDataset:
+  """The pipeline of the module doc over any random-access ``source`` of record dicts (``name`` in errors).
+
+  :func:`make_dataset` (built tfds datasets) and :func:`npz_dataset` are this over their sources.
+  """
   if shard_index is None or shard_count is None:
     if shard_index is not None or shard_count is not None:
       raise ValueError(f"make_dataset: give both shard_index and shard_count, got {shard_index} and {shard_count}")
@@ -115,8 +160,6 @@ def make_dataset(
     raise ValueError(f"make_dataset: shard_index={shard_index} is not in [0, shard_count={shard_count})")
   if batch_size < 1 or (num_epochs is not None and num_epochs < 1):
     raise ValueError(f"make_dataset: batch_size={batch_size} and num_epochs={num_epochs} must be positive")
-  if encode_text is not None and kind == "video_latents":
-    raise ValueError(f"make_dataset: {dataset_dir} already holds caption embeddings; encode_text is for prompt sets")
   if not 0 <= seed < 2**32:
     raise ValueError(f"make_dataset: seed={seed} must be in [0, 2**32)")
   ds = grain.MapDataset.source(source)
@@ -125,18 +168,46 @@ def make_dataset(
     ds = ds[: n - n % shard_count]
   ds = ds[shard_index::shard_count]
   if len(ds) == 0:
-    raise DataError(f"{dataset_dir}: shard {shard_index} of {shard_count} is empty ({n} records)")
+    raise DataError(f"{name}: shard {shard_index} of {shard_count} is empty ({n} records)")
   if len(ds) < batch_size and drop_remainder and num_epochs is not None:
-    raise DataError(f"{dataset_dir}: shard has {len(ds)} records, fewer than one batch of {batch_size}")
+    raise DataError(f"{name}: shard has {len(ds)} records, fewer than one batch of {batch_size}")
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
-  ds = ds.map(functools.partial(_decode, kind))
+  if decode is not None:
+    ds = ds.map(decode)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=collate)
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
-  if encode_text is not None:
-    it = it.map(functools.partial(_encode, kind, encode_text))
-  return it
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+
+
+class NpzRecords:
+  """Random access to the records of an ``.npz`` of stacked arrays (record i = every array's row i).
+
+  Unicode arrays give ``str`` records. For record kinds without a tfds builder (e.g. ``ode_pairs``).
+  """
+
+  def __init__(self, path: str | Path):
+    try:
+      with np.load(path, allow_pickle=False) as z:
+        self.arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+      raise DataError(f"{path}: not a readable .npz of arrays: {e}") from e
+    sizes = {k: len(v) for k, v in self.arrays.items() if np.ndim(v)}
+    if not sizes or len(set(sizes.values())) != 1:
+      raise DataError(f"{path}: arrays must share their leading (record) axis, got {sizes}")
+    self.n = next(iter(sizes.values()))
+
+  def __len__(self) -> int:
+    return self.n
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return {k: str(v[i]) if v.dtype.kind == "U" else v[i] for k, v in self.arrays.items()}
+
+
+def npz_dataset(path: str | Path, **kwargs: Any) -> grain.IterDataset:
+  """:func:`batched` over the records of an ``.npz`` of stacked arrays (:class:`NpzRecords`); checkpointable
+  like the ArrayRecord pipelines. ``kwargs``: the options of :func:`batched`."""
+  return batched(NpzRecords(path), name=str(path), **kwargs)
 
 
 def make_iterator(dataset_dir: str | Path, **kwargs: Any) -> grain.DatasetIterator:

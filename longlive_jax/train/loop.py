@@ -3,10 +3,8 @@
 ``train(cfg)``:
 
   1. mesh from ``cfg.mesh`` (:mod:`longlive_jax.sharding`), the stage from the registry;
-  2. the grain pipeline of the stage's dataset (``stage.data``; ``None`` = the stage makes its own
-     inputs), sharded by process, ``batch_size / process_count`` records per process: a built tfds
-     dataset (``data.dataset_dir``, or ``data.source`` built once), or an ``.npz`` of stacked record
-     arrays (``data.source: x.npz``, for kinds without a builder such as ``ode_pairs``);
+  2. the grain pipeline of the stage's dataset (``stage.data``), sharded by process
+     (:func:`longlive_jax.train.inputs.make_data_iterator`);
   3. the state: restored from the latest valid checkpoint in ``cfg.checkpoint_dir`` when there is one
      (and ``checkpoint.resume``), else ``stage.init(key(seed), mesh=mesh)``. The restore target is a
      freshly initialised state (its shardings and shapes), which is then dropped;
@@ -35,13 +33,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from longlive_jax import sharding
 from longlive_jax.train import stages
 from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer
 from longlive_jax.train.config import TrainConfig, TrainConfigError, resolve_model_config, to_dict
+from longlive_jax.train.inputs import (
+  hash_text_encoder,  # noqa: F401  (tests/test_stages.py imports it from here)
+  make_data_iterator,
+  make_text_encoder,
+  split_records,
+)
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -54,186 +57,6 @@ class TrainResult:
   checkpoint_dir: Path
   export_dir: Path | None
   state: Any = None
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-
-def hash_text_encoder(*, text_len: int, text_dim: int, seed: int = 0) -> Callable[[list[str]], np.ndarray]:
-  """A fixed random embedding ``[N, text_len, text_dim]`` per prompt (seeded by the prompt's bytes).
-
-  For tests and tiny CPU runs: equal prompts give equal embeddings, different prompts differ.
-  """
-
-  def encode(prompts: list[str]) -> np.ndarray:
-    out = []
-    for p in prompts:
-      h = np.frombuffer(p.encode("utf-8") or b"\0", np.uint8).astype(np.uint32)
-      rng = np.random.default_rng([seed, len(h), *h[:256].tolist(), int(h.sum())])
-      out.append(rng.standard_normal((text_len, text_dim), np.float32))
-    return np.stack(out)  # [N, L, D]
-
-  return encode
-
-
-def pool_video_encoder(*, channels: int = 16, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:
-  """A fixed cheap video "encoder" with the Wan VAE's latent geometry, for tests and CPU runs.
-
-  ``[F, H, W, 3]`` uint8 -> ``[1 + (F - 1) / 4, H / 8, W / 8, channels]`` float32: pixels to [-1, 1],
-  the first frame alone then 4-frame means (Wan's causal temporal grouping), 8x8 spatial means, and a
-  fixed random ``3 -> channels`` projection (seeded).
-  """
-  proj = np.random.default_rng(seed).standard_normal((3, channels)).astype(np.float32)  # [3, C]
-
-  def encode(frames: np.ndarray) -> np.ndarray:
-    f, h, w, _ = frames.shape
-    if (f - 1) % 4 or h % 8 or w % 8:
-      raise ValueError(f"pool encoder: clip {frames.shape} needs 1 + 4k frames and H, W divisible by 8")
-    x = frames.astype(np.float32) / 127.5 - 1.0  # [F, H, W, 3]
-    x = np.concatenate([x[:1], x[1:].reshape(-1, 4, h, w, 3).mean(axis=1)])  # [F', H, W, 3]
-    x = x.reshape(x.shape[0], h // 8, 8, w // 8, 8, 3).mean(axis=(2, 4))  # [F', h, w, 3]
-    return x @ proj  # [F', h, w, C]
-
-  return encode
-
-
-def make_text_encoder(cfg: TrainConfig) -> Callable | None:
-  name = cfg.data.text_encoder
-  if name is None:
-    return None
-  if name == "hash":
-    mc = resolve_model_config(cfg.model)
-    return hash_text_encoder(text_len=mc.text_len, text_dim=mc.text_dim, seed=0)
-  if Path(name).suffix not in (".pth", ".pt", ".safetensors"):
-    raise TrainConfigError(f"data.text_encoder={name!r}: expected 'hash', null, or a umT5 .pth / .safetensors file")
-  if cfg.data.tokenizer is None:
-    raise TrainConfigError("data.text_encoder is a umT5 checkpoint: set data.tokenizer (the tokenizer folder)")
-  from longlive_jax.convert.umt5 import load_encoder
-  from longlive_jax.text.config import get_preset
-  from longlive_jax.text.encode import encode_prompts
-  from longlive_jax.text.tokenizer import UMT5Tokenizer
-
-  mc = resolve_model_config(cfg.model)
-  model = load_encoder(name, get_preset(cfg.data.text_encoder_preset))
-  tokenizer = UMT5Tokenizer.from_folder(cfg.data.tokenizer)
-  return lambda prompts: encode_prompts(model, tokenizer, list(prompts), text_len=mc.text_len)
-
-
-def dataset_dir(cfg: TrainConfig, kind: str) -> Path:
-  """The built dataset of ``kind`` for this run: ``data.dataset_dir``, or ``data.source`` built once."""
-  from longlive_jax import data
-
-  d = cfg.data
-  if d.dataset_dir is not None:
-    return Path(d.dataset_dir)
-  if d.source is None:
-    raise TrainConfigError(f"stage {cfg.stage!r} reads {kind!r} data: set data.dataset_dir (or data.source)")
-  if kind == "prompts":
-    return data.build_prompts(d.source, data_dir=d.data_dir, on_error=d.on_error).dataset_dir
-  if kind == "prompt_pairs":
-    res = data.build_prompt_pairs(d.source, data_dir=d.data_dir, switch_source=d.switch_source, on_error=d.on_error)
-    return res.dataset_dir
-  if kind == "video_latents" and d.video_encoder == "pool":
-    return _build_pool_latents(cfg)
-  raise TrainConfigError(
-    f"data.source: {kind!r} datasets are built beforehand (or with data.video_encoder=pool); set data.dataset_dir"
-  )
-
-
-def _build_pool_latents(cfg: TrainConfig) -> Path:
-  from longlive_jax import data
-  from longlive_jax.data.video import VIDEO_SUFFIXES
-
-  d = cfg.data
-  src = Path(d.source)
-  if d.synthetic_videos > 0 and not (src.is_dir() and any(p.suffix in VIDEO_SUFFIXES for p in src.iterdir())):
-    data.write_synthetic_videos(src, d.synthetic_videos, frames=d.num_frames, height=d.height, width=d.width, seed=0)
-  mc = resolve_model_config(cfg.model)
-  clip = data.VideoLatentsConfig(num_frames=d.num_frames, height=d.height, width=d.width, fps=d.fps)
-  res = data.build_video_latents(
-    src,
-    data_dir=d.data_dir,
-    encode_video=pool_video_encoder(channels=mc.in_dim, seed=0),
-    encode_text=hash_text_encoder(text_len=mc.text_len, text_dim=mc.text_dim, seed=0),
-    config=clip,
-    encoder_id=f"pool-v1:{mc.in_dim}/hash-v1:{mc.text_len}x{mc.text_dim}",
-    on_error=d.on_error,
-  )
-  return res.dataset_dir
-
-
-def make_data_iterator(cfg: TrainConfig, kind: str | None):
-  """The checkpointable grain iterator of collated per-process batches, or None (no data)."""
-  from longlive_jax.data import open_source
-  from longlive_jax.data.pipeline import make_dataset
-
-  if kind is None or kind == "none":
-    return None
-  n_proc = jax.process_count()
-  if cfg.batch_size % n_proc:
-    raise TrainConfigError(f"batch_size={cfg.batch_size} is not divisible by the {n_proc} processes")
-  if cfg.data.dataset_dir is None and cfg.data.source is not None and Path(cfg.data.source).suffix == ".npz":
-    return iter(npz_dataset(cfg.data.source, cfg=cfg, batch_size=cfg.batch_size // n_proc))
-  path = dataset_dir(cfg, kind)
-  got, _ = open_source(path)
-  if got != kind:
-    raise TrainConfigError(f"data.dataset_dir {path} holds {got!r} records, stage {cfg.stage!r} reads {kind!r}")
-  ds = make_dataset(
-    path,
-    batch_size=cfg.batch_size // n_proc,
-    seed=cfg.seed,
-    shuffle=cfg.data.shuffle,
-    num_epochs=cfg.data.num_epochs,
-    num_threads=cfg.data.num_threads,
-    prefetch_buffer_size=cfg.data.prefetch,
-  )
-  return iter(ds)
-
-
-class _NpzRecords:
-  """Random access to the records of an ``.npz`` of stacked arrays (record i = every array's row i)."""
-
-  def __init__(self, path: Path):
-    try:
-      with np.load(path, allow_pickle=False) as z:
-        self.arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-      raise TrainConfigError(f"data.source {path}: not a readable .npz of arrays: {e}") from e
-    sizes = {k: len(v) for k, v in self.arrays.items() if np.ndim(v)}
-    if not sizes or len(set(sizes.values())) != 1:
-      raise TrainConfigError(f"data.source {path}: arrays must share their leading (record) axis, got {sizes}")
-    self.n = next(iter(sizes.values()))
-
-  def __len__(self) -> int:
-    return self.n
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    return {k: str(v[i]) if v.dtype.kind == "U" else v[i] for k, v in self.arrays.items()}
-
-
-def npz_dataset(path: str | Path, *, cfg: TrainConfig, batch_size: int):
-  """The grain pipeline (shard by process, shuffle, repeat, batch) over an ``.npz`` record file.
-
-  For record kinds without a tfds builder (e.g. ``ode_pairs``): every array's leading axis indexes
-  the records; unicode arrays become strings. Checkpointable like the ArrayRecord pipelines.
-  """
-  import grain
-
-  from longlive_jax.data.pipeline import collate
-
-  ds = grain.MapDataset.source(_NpzRecords(Path(path)))
-  n = len(ds)
-  ds = ds[: n - n % jax.process_count()][jax.process_index() :: jax.process_count()]
-  if cfg.data.shuffle:
-    ds = ds.shuffle(seed=cfg.seed)
-  ds = ds.repeat(cfg.data.num_epochs).batch(batch_size, drop_remainder=True, batch_fn=collate)
-  return ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.data.num_threads, prefetch_buffer_size=cfg.data.prefetch))
-
-
-def split_records(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-  """A collated batch (lists / stacked arrays) -> the list of its records (the Stage's ``make_batch`` input)."""
-  n = len(next(iter(batch.values())))
-  return [{k: v[i] for k, v in batch.items()} for i in range(n)]
 
 
 # ------------------------------------------------------------------------------------------- metrics
