@@ -77,7 +77,7 @@ class TrainCheckpointer:
     step = self.latest_step() if step is None else int(step)
     if step is None:
       raise FileNotFoundError(f"{self.directory}: no finalised checkpoint to restore")
-    abstract = jax.tree.map(_abstract, target)
+    abstract = abstract_state(target)
     items = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
     has_data = (self.directory / str(step) / "data").exists()
     if data_iter is not None:
@@ -99,10 +99,15 @@ class TrainCheckpointer:
     self.manager.close()
 
 
-def _abstract(x):
-  if isinstance(x, jax.ShapeDtypeStruct):
-    return x
-  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+def abstract_state(tree: Any) -> Any:
+  """``tree`` with every array replaced by its ``jax.ShapeDtypeStruct`` (shape, dtype, sharding): a restore target."""
+
+  def one(x):
+    if isinstance(x, jax.ShapeDtypeStruct):
+      return x
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+  return jax.tree.map(one, tree)
 
 
 def _check_shapes(want: Any, got: Any, *, where: str) -> None:

@@ -5,9 +5,10 @@
   1. mesh from ``cfg.mesh`` (:mod:`longlive_jax.sharding`), the stage from the registry;
   2. the grain pipeline of the stage's dataset (``stage.data``), sharded by process
      (:func:`longlive_jax.train.inputs.make_data_iterator`);
-  3. the state: restored from the latest valid checkpoint in ``cfg.checkpoint_dir`` when there is one
-     (and ``checkpoint.resume``), else ``stage.init(key(seed), mesh=mesh)``. The restore target is a
-     freshly initialised state (its shardings and shapes), which is then dropped;
+  3. the state: ``stage.init(key(seed), mesh=mesh)``, or, when ``cfg.checkpoint_dir`` holds a valid
+     checkpoint (and ``checkpoint.resume``), that checkpoint restored into the shapes, dtypes and
+     shardings of the initialised state, whose arrays are freed before the restore (the stage's
+     shardings exist only on its concrete arrays: ``jax.eval_shape`` returns none on this mesh);
   4. ``jax.jit(stage.step, out_shardings=(state shardings, replicated), donate_argnums=0)``;
   5. steps with a tqdm bar (loss, steps/s), metrics every ``log.every`` steps to
      ``<log_dir>/metrics.jsonl`` and/or TensorBoard event files (tensorboardX, no TensorFlow needed),
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 
 from longlive_jax import sharding
 from longlive_jax.train import stages
-from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer
+from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer, abstract_state
 from longlive_jax.train.config import TrainConfig, TrainConfigError, resolve_model_config, to_dict
 from longlive_jax.train.inputs import (
   hash_text_encoder,  # noqa: F401  (tests/test_stages.py imports it from here)
@@ -170,17 +171,17 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
   ckpt = TrainCheckpointer(cfg.checkpoint_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
   meta = {"stage": cfg.stage, "config": to_dict(cfg)}
   state = stage.init(jax.random.PRNGKey(cfg.seed), mesh=mesh)
-  start = resumed = None
+  start, resumed = 0, None
   if cfg.checkpoint.resume and ckpt.latest_step() is not None:
-    restored = ckpt.restore(None, target=state, data_iter=it)
+    target = abstract_state(state)
+    jax.tree.map(lambda x: x.delete() if isinstance(x, jax.Array) else None, state)  # one state on device, not two
+    restored = ckpt.restore(None, target=target, data_iter=it)
     if restored.meta.get("stage") != cfg.stage:
       raise CheckpointMismatchError(
         f"{cfg.checkpoint_dir}: the latest checkpoint is of stage {restored.meta.get('stage')!r}, not {cfg.stage!r}"
       )
-    jax.tree.map(lambda x: x.delete() if isinstance(x, jax.Array) else None, state)
     state, start = restored.state, restored.step
     resumed = start
-  start = start or 0
   if start > cfg.steps:
     raise TrainConfigError(f"steps={cfg.steps} but {cfg.checkpoint_dir} already holds step {start}")
 
@@ -191,24 +192,36 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
   last: dict[str, float] = {}
   done = start
   t_last, s_last = time.perf_counter(), start
+
+  def log(step: int, metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+    nonlocal t_last, s_last
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for that step only
+    now = time.perf_counter()
+    rate = (step - s_last) / max(now - t_last, 1e-9)
+    t_last, s_last = now, step
+    writer.write(step, values)
+    loss = {"loss": f"{values['loss']:.4g}"} if "loss" in values else {}
+    bar.set_postfix({**loss, "steps/s": f"{rate:.3g}"})
+    return values
+
+  # A logged step's metrics are read after the next step is dispatched, so the device never waits
+  # for the host between steps.
+  pending = None
   with _StopOnInterrupt() as stop:
     try:
       for step in range(start + 1, cfg.steps + 1):
         state, metrics = step_fn(state, next_batch(stage, it, mesh, encode_text))
         done = step
-        if step % cfg.log.every == 0 or step == cfg.steps:
-          last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-          now = time.perf_counter()
-          rate = (step - s_last) / max(now - t_last, 1e-9)
-          t_last, s_last = now, step
-          writer.write(step, last)
-          loss = {"loss": f"{last['loss']:.4g}"} if "loss" in last else {}
-          bar.set_postfix({**loss, "steps/s": f"{rate:.3g}"})
+        if pending is not None:
+          last = log(*pending)
+        pending = (step, metrics) if step % cfg.log.every == 0 or step == cfg.steps else None
         bar.update(1)
         if stop.requested:
           break
         if step % cfg.checkpoint.interval == 0 and step != cfg.steps:
           ckpt.save(step, state, data_iter=it, meta=meta)
+      if pending is not None:
+        last = log(*pending)
     finally:
       bar.close()
       writer.close()
