@@ -193,11 +193,6 @@ class TrainConfig:
       raise TrainConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
   @property
-  def stage_options(self) -> Any:
-    """The ``options:`` section as a plain mapping (stage factories that take a mapping read this)."""
-    return to_dict(self.options) if dataclasses.is_dataclass(self.options) else self.options
-
-  @property
   def checkpoint_dir(self) -> Path:
     return Path(self.checkpoint.dir or Path(self.run_dir) / "checkpoints")
 
@@ -234,14 +229,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if value is None and type(None) in args:
       return None
-    errors = []
     for a in args:
       if a is type(None):
         continue
       try:
         return _coerce(value, a, key)
-      except TrainConfigError as e:
-        errors.append(str(e))
+      except TrainConfigError:
+        pass
     raise TrainConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
   if dataclasses.is_dataclass(tp):
     if isinstance(value, tp):
