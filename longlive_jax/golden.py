@@ -79,6 +79,16 @@ def read_case(case_dir: Path) -> dict:
   return json.loads((Path(case_dir) / "case.json").read_text())
 
 
+def tolerance(case: dict, name: str) -> dict:
+  """The tolerance of one output: ``case["tolerance"]`` overridden by its ``per_array[name]`` entry
+  (a dict of atol/rtol, or ``"exact"`` for zero)."""
+  tol = case["tolerance"]
+  per = tol.get("per_array", {}).get(name)
+  if per == "exact":
+    return {"atol": 0.0, "rtol": 0.0}
+  return {**tol, **per} if isinstance(per, dict) else tol
+
+
 def compare(name: str, got, want, tol: dict) -> Comparison:
   got = np.asarray(got, np.float64)
   want = np.asarray(want, np.float64)

@@ -89,7 +89,7 @@ def build_dit(
     cfg = cfg.replace(param_dtype=dtype)
   if num_heads is not None:
     cfg = cfg.replace(num_heads=num_heads)
-  wan_dit.check_keys(src, cfg, origin=src.origin, shape_of=src.shape)
+  wan_dit.check_keys(src, cfg, origin=src.origin)
   adapter = adapter_meta = None
   model_src = src
   if lora is not None:

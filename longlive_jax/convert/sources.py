@@ -246,3 +246,40 @@ def open_state_dict(path: str | Path, *, container: str | None = None) -> Tensor
   if len(src) == 0:
     raise CheckpointError(f"{path}: the checkpoint holds no tensors")
   return src.with_keys(strip_prefixes)
+
+
+def check_shapes(
+  want: Mapping[str, tuple[int, ...]], src: Mapping, *, origin: str, what: str, strict: bool = True
+) -> None:
+  """Raises one :class:`CheckpointError` naming every missing key (with its expected shape), the unexpected
+  keys (unless ``strict=False``) and the shape mismatches (both shapes) of ``src`` against ``want``.
+
+  ``what`` names the model and its config in the message, e.g. ``"the Wan VAE config (dim=96, z_dim=16)"``.
+  """
+  shape = shape_of(src)
+  have = set(src)
+  missing = [k for k in want if k not in have]
+  unexpected = sorted(have - set(want)) if strict else []
+  bad = [(k, tuple(shape(k)), tuple(s)) for k, s in want.items() if k in have and tuple(shape(k)) != tuple(s)]
+
+  def listing(items: list[str]) -> str:
+    return ", ".join(items[:8]) + (" ..." if len(items) > 8 else "")
+
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing key(s): " + listing([f"{k!r} (shape {tuple(want[k])})" for k in missing]))
+  if unexpected:
+    problems.append(f"{len(unexpected)} unexpected key(s): " + listing(unexpected))
+  for k, got, exp in bad[:8]:
+    problems.append(f"shape mismatch for {k!r}: checkpoint has {got}, config expects {exp}")
+  if len(bad) > 8:
+    problems.append(f"... {len(bad) - 8} more shape mismatch(es)")
+  if problems:
+    raise CheckpointError(f"{origin} does not match {what}: " + "; ".join(problems))
+
+
+def set_path(tree: dict, path: tuple, value) -> None:
+  """``tree[path[0]][path[1]]... = value``, creating the intermediate dicts."""
+  for p in path[:-1]:
+    tree = tree.setdefault(p, {})
+  tree[path[-1]] = value

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax.convert import sources
-from longlive_jax.convert.errors import CheckpointError
 from longlive_jax.text.config import UMT5Config
 
 
@@ -78,31 +77,10 @@ def expected_shapes(cfg: UMT5Config) -> dict[str, tuple[int, ...]]:
 
 def check_keys(src: Mapping, cfg: UMT5Config, *, origin: str) -> None:
   """Raises a :class:`CheckpointError` naming the missing / unexpected keys and every shape mismatch (both shapes)."""
-  want = expected_shapes(cfg)
-  shape_of = sources.shape_of(src)
-  have = set(src)
-  missing = sorted(set(want) - have)
-  unexpected = sorted(have - set(want))
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-  if unexpected:
-    more = " ..." if len(unexpected) > 8 else ""
-    problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{more}")
-  bad = [(k, tuple(shape_of(k)), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != s]
-  for k, got, exp in bad[:8]:
-    problems.append(f"shape mismatch for {k!r}: checkpoint has {got}, config expects {exp}")
-  if problems:
-    raise CheckpointError(
-      f"{origin} does not match the umT5 encoder config (vocab={cfg.vocab}, dim={cfg.dim}, "
-      f"layers={cfg.num_layers}, shared_pos={cfg.shared_pos}): " + "; ".join(problems)
-    )
-
-
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
+  what = (
+    f"the umT5 encoder config (vocab={cfg.vocab}, dim={cfg.dim}, layers={cfg.num_layers}, shared_pos={cfg.shared_pos})"
+  )
+  sources.check_shapes(expected_shapes(cfg), src, origin=origin, what=what)
 
 
 def convert(
@@ -147,7 +125,7 @@ def convert(
       done += 1
       if progress:
         progress(done, total)
-    _set(tree, r.path, put(leaf))
+    sources.set_path(tree, r.path, put(leaf))
     del leaf
   return tree
 

@@ -135,26 +135,10 @@ def expected_shapes(cfg: WanConfig) -> dict[str, tuple[int, ...]]:
   return out
 
 
-def check_keys(src: Mapping, cfg: WanConfig, *, origin: str, shape_of: Callable[[str], tuple[int, ...]]) -> None:
-  """Raises a :class:`CheckpointError` naming every missing / unexpected key and the first shape mismatches."""
-  want = expected_shapes(cfg)
-  have = set(src)
-  missing = sorted(set(want) - have)
-  unexpected = sorted(have - set(want))
-  problems = []
-  if missing:
-    problems.append(f"{len(missing)} missing key(s): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
-  if unexpected:
-    problems.append(
-      f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-    )
-  bad = [(k, shape_of(k), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != tuple(s)]
-  for k, got, exp in bad[:8]:
-    problems.append(f"shape mismatch for {k!r}: checkpoint has {tuple(got)}, config expects {tuple(exp)}")
-  if problems:
-    raise CheckpointError(
-      f"{origin} does not match the Wan DiT config (dim={cfg.dim}, layers={cfg.num_layers}): " + "; ".join(problems)
-    )
+def check_keys(src: Mapping, cfg: WanConfig, *, origin: str) -> None:
+  """Raises a :class:`CheckpointError` naming every missing / unexpected key and the shape mismatches."""
+  what = f"the Wan DiT config (dim={cfg.dim}, layers={cfg.num_layers})"
+  sources.check_shapes(expected_shapes(cfg), src, origin=origin, what=what)
 
 
 def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> WanConfig:
@@ -190,12 +174,6 @@ def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> 
   )
 
 
-def _set(tree: dict, path: tuple[str, ...], value) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
-
-
 def convert(
   src,
   cfg: WanConfig,
@@ -215,7 +193,7 @@ def convert(
     a nested dict matching ``nnx.to_pure_dict(nnx.state(WanDiT(cfg)))``.
   """
   origin = getattr(src, "origin", "state dict")
-  check_keys(src, cfg, origin=origin, shape_of=sources.shape_of(src))
+  check_keys(src, cfg, origin=origin)
   out_dtype = jnp.dtype(dtype or cfg.param_dtype)  # numpy-compatible, bfloat16 included
   tree: dict = {}
   rules = _rules(cfg)
@@ -224,7 +202,7 @@ def convert(
   for r in rules:
     if not r.stacked:
       arr = r.transform(np.asarray(src[r.upstream])).astype(out_dtype)
-      _set(tree, r.path, np.ascontiguousarray(arr))
+      sources.set_path(tree, r.path, np.ascontiguousarray(arr))
       done += 1
       if progress:
         progress(done, total)
@@ -238,7 +216,7 @@ def convert(
       done += 1
       if progress:
         progress(done, total)
-    _set(tree, r.path, stacked)
+    sources.set_path(tree, r.path, stacked)
   return tree
 
 

@@ -114,28 +114,8 @@ def expected_shapes(cfg: VAEConfig) -> dict[str, tuple[int, ...]]:
 
 def check_keys(src: Mapping, cfg: VAEConfig, *, origin: str, strict: bool = True) -> None:
   """Raises a :class:`CheckpointError` naming missing / unexpected keys and shape mismatches (with both shapes)."""
-  want = expected_shapes(cfg)
-  shape_of = sources.shape_of(src)
-  have = set(src)
-  missing = [k for k in want if k not in have]
-  unexpected = sorted(have - set(want)) if strict else []
-  problems = []
-  if missing:
-    shown = ", ".join(f"{k!r} (shape {want[k]})" for k in missing[:8])
-    problems.append(f"{len(missing)} missing key(s): {shown}{' ...' if len(missing) > 8 else ''}")
-  if unexpected:
-    problems.append(
-      f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
-    )
-  bad = [(k, tuple(shape_of(k)), s) for k, s in want.items() if k in have and tuple(shape_of(k)) != s]
-  for k, got, exp in bad[:8]:
-    problems.append(f"shape mismatch for {k!r}: checkpoint has {got}, config expects {exp}")
-  if len(bad) > 8:
-    problems.append(f"... {len(bad) - 8} more shape mismatch(es)")
-  if problems:
-    raise CheckpointError(
-      f"{origin} does not match the Wan VAE config (dim={cfg.dim}, z_dim={cfg.z_dim}): " + "; ".join(problems)
-    )
+  what = f"the Wan VAE config (dim={cfg.dim}, z_dim={cfg.z_dim})"
+  sources.check_shapes(expected_shapes(cfg), src, origin=origin, what=what, strict=strict)
 
 
 def infer_config(src: Mapping, *, base: VAEConfig | None = None) -> VAEConfig:
@@ -149,12 +129,6 @@ def infer_config(src: Mapping, *, base: VAEConfig | None = None) -> VAEConfig:
   return base.replace(dim=int(shape_of("encoder.conv1.weight")[0]), z_dim=int(shape_of("conv2.weight")[0]))
 
 
-def _set(tree: dict, path: tuple, value) -> None:
-  for p in path[:-1]:
-    tree = tree.setdefault(p, {})
-  tree[path[-1]] = value
-
-
 def convert(src: Mapping, cfg: VAEConfig, *, dtype: str | None = None, strict: bool = True) -> dict:
   """Our nested parameter dict (numpy) from an upstream-keyed mapping (lazy :class:`TensorSource` or dict).
 
@@ -166,7 +140,7 @@ def convert(src: Mapping, cfg: VAEConfig, *, dtype: str | None = None, strict: b
   tree: dict = {}
   for path, _ in param_specs(cfg):
     arr = _from_upstream(path, np.asarray(src[upstream_key(path)]))
-    _set(tree, path, np.ascontiguousarray(arr, dtype=out_dtype))
+    sources.set_path(tree, path, np.ascontiguousarray(arr, dtype=out_dtype))
   return tree
 
 

@@ -19,15 +19,6 @@ from longlive_jax import schedule
 from longlive_jax.train import losses
 
 
-def _tol(case: dict, name: str) -> dict:
-  """The case's tolerance for one array; ``"exact"`` means zero."""
-  tol = case["tolerance"]
-  per = tol.get("per_array", {}).get(name)
-  if per == "exact":
-    return {"atol": 0.0, "rtol": 0.0}
-  return per if isinstance(per, dict) else tol
-
-
 def _run_flow_scheduler(case_dir: Path, case: dict) -> list:
   from longlive_jax import golden
 
@@ -73,14 +64,14 @@ def _run_flow_scheduler(case_dir: Path, case: dict) -> list:
     "u_t_int": u_t_int,
     "u_timestep": shift_t(u_t_int),
   }
-  res = [golden.compare(k, np.asarray(v), out[k], _tol(case, k)) for k, v in got.items()]
+  res = [golden.compare(k, np.asarray(v), out[k], golden.tolerance(case, k)) for k, v in got.items()]
   # numpy twins of the traced lookups must agree too
   res.append(
     golden.compare(
       "sigma_index_shift5 (numpy)",
       schedule.grid_index(inp["timestep_query"], shift=s5),
       out["sigma_index_shift5"],
-      _tol(case, "sigma_index_shift5"),
+      golden.tolerance(case, "sigma_index_shift5"),
     )
   )
   res.append(
@@ -88,7 +79,7 @@ def _run_flow_scheduler(case_dir: Path, case: dict) -> list:
       "sigma_lookup_shift8 (numpy)",
       schedule.sigma_at(inp["timestep_query"], shift=s8),
       out["sigma_lookup_shift8"],
-      _tol(case, "sigma_lookup_shift8"),
+      golden.tolerance(case, "sigma_lookup_shift8"),
     )
   )
   return res

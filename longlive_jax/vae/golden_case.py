@@ -22,11 +22,6 @@ from longlive_jax.vae import stream
 from longlive_jax.vae.config import LATENT_MEAN, LATENT_STD, VAEConfig
 
 
-def _tol(case: dict, name: str) -> dict:
-  tol = case["tolerance"]
-  return {**tol, **tol.get("per_array", {}).get(name, {})}
-
-
 def run_golden(case_dir: Path, case: dict) -> list:
   """Loads the case's weights through our converter, runs our VAE, returns one ``golden.Comparison`` per output."""
   from longlive_jax import golden
@@ -41,7 +36,7 @@ def run_golden(case_dir: Path, case: dict) -> list:
   res = []
 
   def cmp(name, got):
-    res.append(golden.compare(name, got, out[name], _tol(case, name)))
+    res.append(golden.compare(name, got, out[name], golden.tolerance(case, name)))
 
   with jax.default_matmul_precision("highest"):
     mu = stream.encode(vae, video, normalize=False)
