@@ -370,6 +370,7 @@ class WanDiT(nnx.Module):
     key_mask: Array | None = None,
     extra_kv: tuple[Array, Array, Array] | None = None,
     extra_frame_pos: Array | None = None,
+    remat: bool = False,
   ) -> tuple[Array, Array, Array]:
     """Forward of latents ``x [B, F, H, W, C]`` with precomputed text K/V and explicit frame positions.
 
@@ -381,6 +382,7 @@ class WanDiT(nnx.Module):
       extra_kv: optional cached ``(k, v, valid)``, see :meth:`run_blocks`.
       extra_frame_pos: relative-RoPE mode only: int ``[Sc / tokens_per_frame]`` frame position of
         each cached frame; cached keys are then raw and rotated here, and the returned keys are raw.
+      remat: rematerialise each block in the backward pass (training memory; values unchanged).
 
     Returns:
       ``(v_pred [B, F, H, W, C] float32, k_new [L, B, S, H, Dh], v_new)``.
@@ -405,11 +407,14 @@ class WanDiT(nnx.Module):
       key_mask=key_mask,
       extra_kv=extra_kv,
       extra_rope=extra_rope,
+      remat=remat,
     )
     y = self.head_out(out, e)
     return self.unpatchify(y, frames=f, height=h, width=w), k_new, v_new
 
-  def __call__(self, x: Array, t: Array, context: Array, *, seq_lens: Array | None = None) -> Array:
+  def __call__(
+    self, x: Array, t: Array, context: Array, *, seq_lens: Array | None = None, remat: bool = False
+  ) -> Array:
     """Bidirectional forward (teacher / critic): velocity ``v ~ noise - x0`` of shape ``[B, F, H, W, C]``.
 
     Args:
@@ -418,6 +423,7 @@ class WanDiT(nnx.Module):
       context: ``[B, text_len, text_dim]`` text embeddings (zero rows past the prompt).
       seq_lens: optional int ``[B]``: tokens of each sample beyond this count are
         padding and are masked as self-attention keys (upstream ``seq_lens``).
+      remat: rematerialise each block in the backward pass (training memory; values unchanged).
     """
     b, f, h, w, _ = x.shape
     _, ph, pw = self.cfg.patch_size
@@ -427,7 +433,13 @@ class WanDiT(nnx.Module):
       s = f * (h // ph) * (w // pw)
       key_mask = jnp.arange(s)[None, :] < jnp.asarray(seq_lens)[:, None]  # [B, S]
     out, _, _ = self.forward_tokens(
-      x, t, cross_k=cross_k, cross_v=cross_v, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=key_mask
+      x,
+      t,
+      cross_k=cross_k,
+      cross_v=cross_v,
+      frame_pos=jnp.arange(f, dtype=jnp.int32),
+      key_mask=key_mask,
+      remat=remat,
     )
     return out
 

@@ -67,23 +67,8 @@ class TeacherState:
 
 
 def forward(model: WanDiT, x: jax.Array, t: jax.Array, context: jax.Array, *, remat: bool = False) -> jax.Array:
-  """``model(x, t, context)`` (bidirectional velocity ``[B, F, H, W, C]``), with optional per-block remat.
-
-  With ``remat`` it runs :meth:`WanDiT.__call__`'s pieces itself to pass ``remat`` to ``run_blocks``
-  (``tests/test_train_loop.py`` checks it equals ``model(x, t, context)``).
-  """
-  if not remat:
-    return model(x, t, context)
-  b, f, h, w, _ = x.shape
-  cross_k, cross_v = model.cross_kv(context)
-  t = jnp.asarray(t, jnp.float32)
-  if t.ndim == 1:
-    t = jnp.broadcast_to(t[:, None], (b, f))  # [B, F]
-  e, e0 = model.time_embed(t)
-  tokens = model.patch_embedding(model.patchify(x))  # [B, S, D]
-  cos, sin = model.rope(frame_pos=jnp.arange(f, dtype=jnp.int32), height=h, width=w)
-  out, _, _ = model.run_blocks(tokens, e0=e0, cross_k=cross_k, cross_v=cross_v, cos=cos, sin=sin, remat=True)
-  return model.unpatchify(model.head_out(out, e), frames=f, height=h, width=w)
+  """``model(x, t, context)`` (bidirectional velocity ``[B, F, H, W, C]``), with optional per-block remat."""
+  return model(x, t, context, remat=remat)
 
 
 class TeacherStage:
