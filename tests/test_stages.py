@@ -18,7 +18,7 @@ from longlive_jax.model.wan import block_causal_mask
 from longlive_jax.sharding import MeshConfig, make_mesh
 from longlive_jax.train import losses
 from longlive_jax.train.config import TrainConfigError, config_from_dict
-from longlive_jax.train.loop import hash_text_encoder
+from longlive_jax.train.inputs import hash_text_encoder
 from longlive_jax.train.stages import get_stage
 from longlive_jax.train.stages.ode_init import causal_mask
 

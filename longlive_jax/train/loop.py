@@ -41,7 +41,6 @@ from longlive_jax.train import stages
 from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer, abstract_state
 from longlive_jax.train.config import TrainConfig, TrainConfigError, resolve_model_config, to_dict
 from longlive_jax.train.inputs import (
-  hash_text_encoder,  # noqa: F401  (tests/test_stages.py imports it from here)
   make_data_iterator,
   make_text_encoder,
   split_records,
@@ -247,8 +246,7 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
 def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
   """Writes ``stage.export(state)`` as a :mod:`longlive_jax.checkpoint` folder (the inference format).
 
-  The model config saved with it: ``stage.model_config``, else ``stage.core.cfgs["generator"]`` (the
-  DMD stages), else ``cfg.model``.
+  The model config saved with it: ``stage.model_config``, else ``cfg.model``.
 
   Multi-process runs skip it (the folder is written with a local temporary rename); export from
   the Orbax train checkpoint on one host instead.
@@ -257,10 +255,7 @@ def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
 
   if jax.process_count() > 1:
     return None
-  model_cfg = getattr(stage, "model_config", None)
-  if model_cfg is None:  # the DMD stages keep their networks' configs in ``stage.core.cfgs``
-    model_cfg = (getattr(getattr(stage, "core", None), "cfgs", None) or {}).get("generator")
-  model_cfg = model_cfg or resolve_model_config(cfg.model)
+  model_cfg = getattr(stage, "model_config", None) or resolve_model_config(cfg.model)
   params = stage.export(state)
   meta = {"stage": cfg.stage, "step": cfg.steps, "train_config": to_dict(cfg)}
   return checkpoint.save(cfg.export_dir, cfg=model_cfg, params=params, meta=meta, overwrite=True)

@@ -14,6 +14,7 @@ progress bar, so every stage gets them the same way.
   * ``data``: the name of the dataset the stage consumes ("video_latents", "prompts",
     "prompt_pairs", "ode_pairs") and ``make_batch(records, *, encode_text)`` turning grain
     records into the arrays ``step`` takes.
+  * ``model_config``: the :class:`~longlive_jax.config.WanConfig` of the exported weights.
   * ``export(state) -> params``: inference weights (EMA if any, LoRA merged) for the
     :mod:`longlive_jax.checkpoint` format.
 """

@@ -54,6 +54,7 @@ class SelfForcingStage:
       )
     self.opts = opts
     self.core = DMDCore(opts, run)
+    self.model_config = self.core.cfgs["generator"]  # exported with the generator's weights
     self.num_blocks = opts.num_training_frames // opts.num_frame_per_block
 
   def init(self, key: Array, *, mesh=None) -> DMDState:

@@ -159,6 +159,7 @@ class StreamingLongStage:
   def __init__(self, opts: Options, run: RunSetup, *, first_frame_latent: Callable | None = None):
     self.opts = opts
     self.core = DMDCore(opts, run)
+    self.model_config = self.core.cfgs["generator"]  # exported with the generator's weights
     self.batch = run.batch_size
     self.first_frame_latent = first_frame_latent
     self.vae_graphdef = self._vae_params = None
