@@ -38,3 +38,12 @@ def ema_update(ema, params, *, step: jax.Array, decay: float, start_step: int):
   ``start_step``); after, ``ema = decay * ema + (1 - decay) * params``."""
   d = jnp.where(step >= start_step, decay, 0.0).astype(jnp.float32)
   return jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p.astype(jnp.float32)).astype(e.dtype), ema, params)
+
+
+def apply(tx: optax.GradientTransformation, grads, opt_state, params, *, ema=None, step=None, decay=0.99, start_step=0):
+  """One optimiser step, then the EMA (if ``ema`` is not None): ``(params, opt_state, ema)``."""
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  if ema is not None:
+    ema = ema_update(ema, params, step=step, decay=decay, start_step=start_step)
+  return params, opt_state, ema

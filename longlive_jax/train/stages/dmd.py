@@ -44,7 +44,7 @@ from longlive_jax.train.lora_train import (
   net_spec,
   place_state,
 )
-from longlive_jax.train.optim import OptimConfig, ema_update, make_optimizer
+from longlive_jax.train.optim import OptimConfig, apply, make_optimizer
 from longlive_jax.train.stages.teacher import forward as bidirectional_forward
 
 Array = jax.Array
@@ -350,8 +350,7 @@ class DMDCore:
       return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.critic)
-    updates, opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
-    critic = optax.apply_updates(state.critic, updates)
+    critic, opt, _ = apply(self.critic_tx, grads, state.critic_opt, state.critic)
     metrics = {"critic_loss": loss, "critic_grad_norm": optax.tree.norm(grads), "critic_timestep": jnp.mean(t)}
     return state.replace(critic=critic, critic_opt=opt), metrics
 
@@ -362,11 +361,16 @@ class DMDCore:
       return loss_fn(self.generator_params(trainable, state.generator_base))
 
     (loss, (metrics, extra)), grads = jax.value_and_grad(fn, has_aux=True)(state.generator)
-    updates, opt = self.gen_tx.update(grads, state.generator_opt, state.generator)
-    gen = optax.apply_updates(state.generator, updates)
-    ema = state.ema
-    if ema is not None:
-      ema = ema_update(ema, gen, step=state.step, decay=self.run.ema_decay, start_step=self.run.ema_start_step)
+    gen, opt, ema = apply(
+      self.gen_tx,
+      grads,
+      state.generator_opt,
+      state.generator,
+      ema=state.ema,
+      step=state.step,
+      decay=self.run.ema_decay,
+      start_step=self.run.ema_start_step,
+    )
     metrics = {"generator_loss": loss, "generator_grad_norm": optax.tree.norm(grads), **metrics}
     return state.replace(generator=gen, generator_opt=opt, ema=ema), metrics, extra
 

@@ -37,7 +37,7 @@ from longlive_jax import schedule
 from longlive_jax.model.wan import abstract_model
 from longlive_jax.train import losses
 from longlive_jax.train.lora_train import load_params, net_spec, place_state
-from longlive_jax.train.optim import ema_update, make_optimizer
+from longlive_jax.train.optim import apply, make_optimizer
 from longlive_jax.train.stages.dmd import has_field, stacked, stage_options
 
 Array = jax.Array
@@ -146,11 +146,16 @@ class ODEInitStage:
     traj = jnp.asarray(batch["trajectory"], jnp.float32)
     cond = jnp.asarray(batch["cond"], jnp.float32)
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, traj, cond, k_step)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema
-    if ema is not None:
-      ema = ema_update(ema, params, step=state.step, decay=self.ema_decay, start_step=self.ema_start)
+    params, opt_state, ema = apply(
+      self.tx,
+      grads,
+      state.opt_state,
+      state.params,
+      ema=state.ema,
+      step=state.step,
+      decay=self.ema_decay,
+      start_step=self.ema_start,
+    )
     new = state.replace(
       step=state.step + 1, key=jax.random.key_data(k_next), params=params, opt_state=opt_state, ema=ema
     )

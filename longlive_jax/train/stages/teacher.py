@@ -145,11 +145,16 @@ class TeacherStage:
   def step(self, state: TeacherState, batch: Mapping[str, jax.Array]) -> tuple[TeacherState, dict[str, jax.Array]]:
     key = jax.random.fold_in(state.key, state.step)
     (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, batch, key)
-    updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ema = state.ema
-    if ema is not None:
-      ema = optim.ema_update(ema, params, step=state.step, decay=self.ema_decay, start_step=self.ema_start_step)
+    params, opt_state, ema = optim.apply(
+      self.tx,
+      grads,
+      state.opt_state,
+      state.params,
+      ema=state.ema,
+      step=state.step,
+      decay=self.ema_decay,
+      start_step=self.ema_start_step,
+    )
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     new = state.replace(params=params, opt_state=opt_state, ema=ema, step=state.step + 1)
     return new, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
