@@ -133,13 +133,8 @@ class CausalConv3d(nnx.Module):
       x = jnp.concatenate([past.astype(x.dtype), x], axis=1)  # [B, P + T, H, W, I]
       pad_t -= past.shape[1]
     _, ph, pw = self.padding
-    y = jax.lax.conv_general_dilated(
-      x.astype(self.dtype),
-      self.kernel[...].astype(self.dtype),
-      window_strides=self.stride,
-      padding=((pad_t, 0), (ph, ph), (pw, pw)),
-      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-    )  # [B, T', H', W', O]
+    x = jnp.pad(x.astype(self.dtype), ((0, 0), (pad_t, 0), (0, 0), (0, 0), (0, 0)))  # [B, Tp, H, W, I]
+    y = _conv3d_by_taps(x, self.kernel[...].astype(self.dtype), stride=self.stride, padding=(ph, pw))
     return y + self.bias[...].astype(self.dtype)
 
   def step(self, x: Array, feats: Feats) -> Array:
@@ -150,6 +145,31 @@ class CausalConv3d(nnx.Module):
     buf = feats.take((b, CACHE_T, h, w, c), x.dtype)  # [B, 2, H, W, C]
     feats.put(jnp.concatenate([buf, x], axis=1)[:, -CACHE_T:])  # last 2 frames of the input stream
     return self(x, past=buf)
+
+
+def _conv3d_by_taps(x: Array, kernel: Array, *, stride: tuple[int, int, int], padding: tuple[int, int]) -> Array:
+  """A valid-in-time 3D conv as a sum over the ``kT`` temporal taps of 2D convs over ``B * T'`` frames.
+
+  ``x [B, Tp, H, W, I]`` (already padded in time), ``kernel [kT, kH, kW, I, O]`` -> ``[B, T', H', W', O]``
+  with ``T' = (Tp - kT) // sT + 1``. The same sums as ``lax.conv_general_dilated`` in 3D, but XLA's CPU
+  backend runs batched 2D convolutions 3-4x faster than 3D ones at the VAE's small widths.
+  """
+  kt = kernel.shape[0]
+  st, sh, sw = stride
+  b, tp, h, w, c = x.shape
+  t_out = (tp - kt) // st + 1
+  y = None
+  for a in range(kt):
+    frames = x[:, a : a + st * (t_out - 1) + 1 : st].reshape(b * t_out, h, w, c)  # [B*T', H, W, I]
+    ya = jax.lax.conv_general_dilated(
+      frames,
+      kernel[a],
+      window_strides=(sh, sw),
+      padding=((padding[0], padding[0]), (padding[1], padding[1])),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # [B*T', H', W', O]
+    y = ya if y is None else y + ya
+  return y.reshape(b, t_out, *y.shape[1:])  # [B, T', H', W', O]
 
 
 class Conv2d(nnx.Module):
