@@ -31,8 +31,8 @@ FORMAT_VERSION = 1
 def save(
   out_dir: str | Path,
   *,
-  cfg: WanConfig,
-  params: dict,
+  cfg: WanConfig | None = None,
+  params: dict | None = None,
   adapter: dict | None = None,
   adapter_meta: dict | None = None,
   meta: dict | None = None,
@@ -44,8 +44,11 @@ def save(
 
   ``components`` adds other models of the pipeline, ``name -> (params, config dict)``, each in
   ``<dir>/<name>`` (e.g. ``vae``, ``umt5``); ``files`` copies files or folders verbatim into
-  ``<dir>/<name>`` (e.g. the tokenizer). All of it is renamed into place at once.
+  ``<dir>/<name>`` (e.g. the tokenizer). All of it is renamed into place at once. ``cfg`` and
+  ``params`` may both be None: a folder of components only (e.g. a trained VAE).
   """
+  if (cfg is None) != (params is None):
+    raise ValueError("checkpoint.save: give the DiT's cfg and params together (or neither)")
   out = Path(out_dir).absolute()
   if out.exists() and not overwrite:
     raise CheckpointError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
@@ -53,7 +56,8 @@ def save(
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
   try:
     ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp / "params", params)
+    if params is not None:
+      ckptr.save(tmp / "params", params)
     if adapter is not None:
       ckptr.save(tmp / "lora", adapter)
     for name, (p, _) in (components or {}).items():
@@ -67,8 +71,8 @@ def save(
         shutil.copy2(src, tmp / name)
     info = {
       "format_version": FORMAT_VERSION,
-      "model": "wan_dit",
-      "config": cfg.to_dict(),
+      "model": "wan_dit" if cfg is not None else None,
+      "config": cfg.to_dict() if cfg is not None else None,
       "lora": adapter_meta,
       "has_adapter": adapter is not None,
       "meta": meta or {},
@@ -109,6 +113,9 @@ def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, 
   """Loads ``(config, params, adapter_or_None, info)``; ``dtype`` overrides the compute dtype of the config."""
   path = Path(ckpt_dir).absolute()
   info = read_meta(path)
+  if info.get("config") is None:
+    have = ", ".join(info.get("components") or {}) or "nothing"
+    raise CheckpointError(f"{path}: holds no diffusion transformer (only: {have})")
   cfg = WanConfig.from_dict(info["config"])
   if dtype is not None:
     cfg = cfg.replace(dtype=dtype)

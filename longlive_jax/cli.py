@@ -6,7 +6,8 @@ Subcommands:
   parity    run the golden reference cases and report max abs errors
   generate  stream one prompt's video latents block by block
   interactive  stream with prompt switches (jsonl script or live stdin) and KV-recache
-  train     train a stage (teacher, ode-init, self-forcing, streaming-long) from a YAML config
+  train     train a stage (vae, teacher, ode-init, self-forcing, streaming-long) from a YAML config
+  toyworld  the toy world: data preparation, ODE pairs, model assembly, ground-truth rendering
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from longlive_jax import cli_stream
 from longlive_jax.config import PRESETS, ConfigError
 from longlive_jax.convert.errors import CheckpointError
 from longlive_jax.stream.run import StreamInputError
+from longlive_jax.text.tokenizer import TokenizerError
+from longlive_jax.toyworld.grammar import PromptError
 
 
 def _add_convert(sub):
@@ -183,6 +186,12 @@ def _cmd_parity(a) -> int:
   return 1 if failed else 0
 
 
+def _cmd_toyworld(a) -> int:
+  from longlive_jax.toyworld.cli import cmd_toyworld
+
+  return cmd_toyworld(a)
+
+
 def _cmd_train(a) -> int:
   from longlive_jax.train.cli import cmd_train
 
@@ -196,6 +205,7 @@ COMMANDS = {
   "generate": cli_stream.cmd_generate,
   "interactive": cli_stream.cmd_interactive,
   "train": _cmd_train,
+  "toyworld": _cmd_toyworld,
 }
 
 
@@ -213,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
   from longlive_jax.train.cli import add_train
 
   add_train(sub)
+  from longlive_jax.toyworld.cli import add_toyworld
+
+  add_toyworld(sub)
   return parser
 
 
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   try:
     return COMMANDS[args.command](args)
-  except (CheckpointError, ConfigError, StreamInputError) as e:
+  except (CheckpointError, ConfigError, StreamInputError, PromptError, TokenizerError) as e:
     print(f"longlive-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

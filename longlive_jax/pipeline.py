@@ -62,7 +62,9 @@ def load_vae(ckpt_dir: str | Path, *, dtype: str | None = None):
   _, params = checkpoint.load_component(ckpt_dir, "vae", target=nnx.to_pure_dict(_abstract_split(cfg)[1]))
   if dtype is not None:
     cfg = cfg.replace(dtype=dtype)
-  return vae_from_params(cfg, params)
+  # weights cast once to the compute dtype (a bfloat16-stored VAE computing in float32 casts nothing per call)
+  params = jax.tree.map(lambda p: jnp.asarray(p, cfg.dtype), params)
+  return vae_from_params(cfg.replace(param_dtype=cfg.dtype), params)
 
 
 def has_component(ckpt_dir: str | Path, name: str) -> bool:

@@ -85,6 +85,9 @@ def load_streamer(checkpoint_dir: str | Path, opts: StreamOptions) -> Streamer:
   cfg, params, adapter, info = checkpoint.load(checkpoint_dir, dtype=opts.dtype)
   if adapter is not None:
     params = model_lora.merge(params, adapter, scale=float(info["lora"]["scale"]))
+  if cfg.param_dtype != cfg.dtype:  # cast once here, not in every compiled pass (e.g. bfloat16-stored weights)
+    params = jax.tree.map(lambda p: jnp.asarray(p, cfg.dtype), params)
+    cfg = cfg.replace(param_dtype=cfg.dtype)
   model = model_from_params(cfg, params)
   return Streamer(
     model,

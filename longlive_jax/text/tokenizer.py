@@ -41,6 +41,14 @@ class TokenizerError(ValueError):
   """A tokenizer folder is missing files or is unusable; the message names the folder and the file."""
 
 
+class UnknownWordError(TokenizerError):
+  """A closed-vocabulary (WordLevel) tokenizer met a word it does not know; names it and lists the vocabulary."""
+
+  def __init__(self, word: str, prompt: str, vocabulary: Sequence[str]):
+    self.word, self.prompt, self.vocabulary = word, prompt, tuple(vocabulary)
+    super().__init__(f"unknown word {word!r} in prompt {prompt!r}; the vocabulary is: {', '.join(self.vocabulary)}")
+
+
 def clean_text(text: str) -> str:
   """Wan's ``clean='whitespace'``: ``whitespace_clean(basic_clean(text))``."""
   try:
@@ -119,6 +127,13 @@ class UMT5Tokenizer:
       raise TokenizerError(f"{path}: not a valid tokenizer.json: {e}") from e
     self._fast.no_padding()
     self._fast.no_truncation()
+    # A WordLevel model has a closed vocabulary: an unknown word is an error, not a silent <unk>.
+    model = json.loads(self._fast.to_str()).get("model") or {}
+    self.closed_vocabulary = None
+    if model.get("type") == "WordLevel" and model.get("unk_token") is not None:
+      self._unk_id = self._fast.token_to_id(model["unk_token"])
+      special = {t.content for t in self._fast.get_added_tokens_decoder().values()} | {model["unk_token"]}
+      self.closed_vocabulary = tuple(sorted(w for w in model.get("vocab", {}) if w not in special))
     self._sp = None
     self.path = path
     self.vocab_size = self._fast.get_vocab_size(with_added_tokens=True)
@@ -135,6 +150,7 @@ class UMT5Tokenizer:
     except (OSError, RuntimeError) as e:
       raise TokenizerError(f"{path}: not a valid SentencePiece model: {e}") from e
     self._fast = None
+    self.closed_vocabulary = None
     self.path = path
     self.vocab_size = self._sp.get_piece_size()
 
@@ -154,14 +170,27 @@ class UMT5Tokenizer:
       # The post-processor appends </s>; the backend truncates the text to leave room for it.
       self._fast.enable_truncation(max_length=text_len)
       try:
-        return [e.ids for e in self._fast.encode_batch(texts, add_special_tokens=True)]
+        encs = self._fast.encode_batch(texts, add_special_tokens=True)
       finally:
         self._fast.no_truncation()
+      self._check_known(texts, encs)
+      return [e.ids for e in encs]
     if self._fast is not None:
-      pieces = [e.ids for e in self._fast.encode_batch(texts, add_special_tokens=False)]
+      encs = self._fast.encode_batch(texts, add_special_tokens=False)
+      self._check_known(texts, encs)
+      pieces = [e.ids for e in encs]
     else:
       pieces = self._sp.encode(texts, out_type=int)
     return [list(p[: text_len - 1]) + [self.eos_id] for p in pieces]
+
+  def _check_known(self, texts: list[str], encs) -> None:
+    """Closed vocabularies only: raise :class:`UnknownWordError` for the first unknown word."""
+    if self.closed_vocabulary is None:
+      return
+    for text, enc in zip(texts, encs, strict=True):
+      for tid, (start, end) in zip(enc.ids, enc.offsets, strict=True):
+        if tid == self._unk_id:
+          raise UnknownWordError(text[start:end], text, self.closed_vocabulary)
 
   def __call__(self, prompts: str | Sequence[str], *, text_len: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """Cleans, tokenizes, appends ``</s>``, truncates and right-pads to ``text_len``.

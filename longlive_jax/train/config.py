@@ -81,7 +81,8 @@ class DataConfig:
     shuffle, num_epochs: shuffling and epochs (None: repeat forever).
     num_threads, prefetch: grain reader threads and prefetch buffer.
     on_error: bad source records: ``skip`` (reported) or ``fail``.
-    text_encoder: ``hash`` (a fixed random embedding per prompt / caption, for tests and tiny runs),
+    text_encoder: ``hash`` (a fixed random embedding per prompt / caption, for tests and tiny runs), ``toyworld``
+      (the toy world's frozen tiny umT5 and closed-vocabulary tokenizer),
       an upstream umT5 checkpoint (``models_t5_umt5-xxl-enc-bf16.pth`` or ``.safetensors``), or None
       (the stage needs none, or the dataset stores embeddings).
     text_encoder_preset, tokenizer: the umT5 config preset and the tokenizer folder (the Wan model
@@ -93,6 +94,10 @@ class DataConfig:
     num_frames, height, width, fps: the clip each video is cut to before encoding.
     synthetic_videos: when > 0 and ``source`` has no videos yet, write this many synthetic captioned
       videos (moving squares, :func:`longlive_jax.data.write_synthetic_videos`) there first.
+    world_clips, world_split, world_switch_prob: ``source: toyworld`` (``videos`` records rendered on
+      demand by :class:`longlive_jax.toyworld.data.ClipSource`): how many distinct clips (seeded by
+      index), which combinations (``train`` / ``held_out`` / ``all``), and the chance of a prompt switch
+      in a clip. The clip is ``num_frames`` frames (1 + 4k) of ``height`` x ``height`` pixels.
   """
 
   dataset_dir: str | None = None
@@ -113,6 +118,9 @@ class DataConfig:
   width: int = 832
   fps: float | None = 16.0
   synthetic_videos: int = 0
+  world_clips: int = 100000
+  world_split: str = "train"
+  world_switch_prob: float = 0.3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -60,13 +60,18 @@ def pool_video_encoder(*, channels: int = 16, seed: int = 0) -> Callable[[np.nda
 
 
 def make_text_encoder(cfg: TrainConfig) -> Callable | None:
-  """The ``data.text_encoder`` of the run: None, ``hash`` or a umT5 checkpoint (with ``data.tokenizer``)."""
+  """The ``data.text_encoder`` of the run: None, ``hash``, ``toyworld`` (the world's frozen tiny umT5 and
+  tokenizer) or a umT5 checkpoint (with ``data.tokenizer``)."""
   name = cfg.data.text_encoder
   if name is None:
     return None
   if name == "hash":
     mc = resolve_model_config(cfg.model)
     return hash_text_encoder(text_len=mc.text_len, text_dim=mc.text_dim, seed=0)
+  if name == "toyworld":
+    from longlive_jax.toyworld.text import TextEncoder
+
+    return TextEncoder()
   if Path(name).suffix not in (".pth", ".pt", ".safetensors"):
     raise TrainConfigError(f"data.text_encoder={name!r}: expected 'hash', null, or a umT5 .pth / .safetensors file")
   if cfg.data.tokenizer is None:
@@ -128,7 +133,7 @@ def _build_pool_latents(cfg: TrainConfig) -> Path:
 def make_data_iterator(cfg: TrainConfig, kind: str | None):
   """The checkpointable grain iterator of collated per-process batches, or None (no data)."""
   from longlive_jax.data import open_source
-  from longlive_jax.data.pipeline import make_dataset, npz_dataset
+  from longlive_jax.data.pipeline import batched, make_dataset, npz_dataset
 
   if kind is None or kind == "none":
     return None
@@ -146,11 +151,32 @@ def make_data_iterator(cfg: TrainConfig, kind: str | None):
   }
   if d.dataset_dir is None and d.source is not None and Path(d.source).suffix == ".npz":
     return iter(npz_dataset(d.source, **opts))
+  if d.dataset_dir is None and d.source == "toyworld":
+    return iter(batched(toyworld_source(cfg, kind), name="toyworld", **opts))
   path = dataset_dir(cfg, kind)
   got, _ = open_source(path)
   if got != kind:
     raise TrainConfigError(f"data.dataset_dir {path} holds {got!r} records, stage {cfg.stage!r} reads {kind!r}")
   return iter(make_dataset(path, **opts))
+
+
+def toyworld_source(cfg: TrainConfig, kind: str):
+  """The procedural clip source of ``data.source: toyworld`` (``videos`` records only)."""
+  from longlive_jax.toyworld.data import ClipSource
+
+  d = cfg.data
+  if kind != "videos":
+    raise TrainConfigError(f"data.source: toyworld renders 'videos' records; stage {cfg.stage!r} reads {kind!r}")
+  if (d.num_frames - 1) % 4 or d.height != d.width:
+    raise TrainConfigError(f"data: toyworld clips are square with 1 + 4k frames, got {d.num_frames} x {d.height}x{d.width}")
+  return ClipSource(
+    num_records=d.world_clips,
+    latent_frames=(d.num_frames - 1) // 4 + 1,
+    size=d.height,
+    split=d.world_split,
+    switch_prob=d.world_switch_prob,
+    seed=cfg.seed,
+  )
 
 
 def split_records(batch: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -246,7 +246,8 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
 def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
   """Writes ``stage.export(state)`` as a :mod:`longlive_jax.checkpoint` folder (the inference format).
 
-  The model config saved with it: ``stage.model_config``, else ``cfg.model``.
+  The model config saved with it: ``stage.model_config``, else ``cfg.model``. A stage with a
+  ``save_export(out_dir, state, *, meta)`` method writes its own folder instead.
 
   Multi-process runs skip it (the folder is written with a local temporary rename); export from
   the Orbax train checkpoint on one host instead.
@@ -255,7 +256,9 @@ def export(cfg: TrainConfig, stage: Any, state: Any) -> Path | None:
 
   if jax.process_count() > 1:
     return None
+  meta = {"stage": cfg.stage, "step": cfg.steps, "train_config": to_dict(cfg)}
+  if hasattr(stage, "save_export"):  # a stage whose export is not a DiT (e.g. the VAE)
+    return stage.save_export(cfg.export_dir, state, meta=meta)
   model_cfg = getattr(stage, "model_config", None) or resolve_model_config(cfg.model)
   params = stage.export(state)
-  meta = {"stage": cfg.stage, "step": cfg.steps, "train_config": to_dict(cfg)}
   return checkpoint.save(cfg.export_dir, cfg=model_cfg, params=params, meta=meta, overwrite=True)

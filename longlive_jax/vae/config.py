@@ -39,6 +39,9 @@ class VAEConfig:
       The decoder upsamples time at the mirrored transitions.
     dtype: compute dtype ("float32" is the exact path).
     param_dtype: storage dtype of parameters.
+    latent_mean, latent_std: per-channel statistics of the encoder mean, used to normalise latents
+      (``(mu - mean) / std``, what the DiT sees). Wan2.1's published values by default; a VAE trained
+      here (the ``vae`` training stage) stores its own.
   """
 
   dim: int = 96
@@ -49,8 +52,17 @@ class VAEConfig:
   temperal_downsample: tuple[bool, ...] = (False, True, True)
   dtype: str = "float32"
   param_dtype: str = "float32"
+  latent_mean: tuple[float, ...] = LATENT_MEAN
+  latent_std: tuple[float, ...] = LATENT_STD
 
   def __post_init__(self):
+    object.__setattr__(self, "latent_mean", tuple(float(m) for m in self.latent_mean))
+    object.__setattr__(self, "latent_std", tuple(float(m) for m in self.latent_std))
+    if len(self.latent_mean) != self.z_dim or len(self.latent_std) != self.z_dim or min(self.latent_std) <= 0:
+      raise ConfigError(
+        f"VAEConfig.latent_mean / latent_std need {self.z_dim} entries (stds > 0), "
+        f"got {len(self.latent_mean)} / {len(self.latent_std)}"
+      )
     object.__setattr__(self, "dim_mult", tuple(int(m) for m in self.dim_mult))
     object.__setattr__(self, "attn_scales", tuple(float(s) for s in self.attn_scales))
     object.__setattr__(self, "temperal_downsample", tuple(bool(t) for t in self.temperal_downsample))
@@ -85,7 +97,7 @@ class VAEConfig:
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
-    for k in ("dim_mult", "attn_scales", "temperal_downsample"):
+    for k in ("dim_mult", "attn_scales", "temperal_downsample", "latent_mean", "latent_std"):
       d[k] = list(d[k])
     return d
 

@@ -123,8 +123,12 @@ class WanVAE(nnx.Module):
 
   def encode_chunk(self, video: Array, feats: Feats, *, first: bool) -> Array:
     """Raw mean ``mu [B, T', h, w, z_dim]`` of a video chunk (1 frame first, then 4 per chunk -> 1 latent)."""
+    return self.encode_moments_chunk(video, feats, first=first)[0]  # the log-variance is for training only
+
+  def encode_moments_chunk(self, video: Array, feats: Feats, *, first: bool) -> tuple[Array, Array]:
+    """``(mu, log_var)``, each ``[B, T', h, w, z_dim]``, of the posterior of a chunk (upstream ``encode``'s split)."""
     out = self.conv1(self.encoder(video, feats, first=first))  # [B, T', h, w, 2 z]
-    return out[..., : self.cfg.z_dim]  # mu; the log-variance half is unused
+    return out[..., : self.cfg.z_dim], out[..., self.cfg.z_dim :]
 
   def decode_chunk(self, z_raw: Array, feats: Feats, *, first: bool) -> Array:
     """Pixels (not clamped) of de-normalised latents ``z_raw [B, n, h, w, z_dim]``."""

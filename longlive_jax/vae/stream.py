@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax.vae.cache import DecodeCache, EncodeCache, init_decode_cache, init_encode_cache
-from longlive_jax.vae.config import LATENT_MEAN, LATENT_STD
+from longlive_jax.vae.config import LATENT_MEAN, LATENT_STD, VAEConfig
 from longlive_jax.vae.layers import Feats
 from longlive_jax.vae.model import WanVAE
 
@@ -56,18 +56,26 @@ __all__ = [
   "normalize_latent",
 ]
 
-_MEAN = np.asarray(LATENT_MEAN, np.float32)
-_INV_STD = (np.float32(1.0) / np.asarray(LATENT_STD, np.float32)).astype(np.float32)  # upstream scale[1]
+def _stats(cfg: VAEConfig | None) -> tuple[np.ndarray, np.ndarray]:
+  """``(mean, 1 / std)`` float32 of ``cfg`` (Wan2.1's published statistics when None)."""
+  mean, std = (LATENT_MEAN, LATENT_STD) if cfg is None else (cfg.latent_mean, cfg.latent_std)
+  inv_std = (np.float32(1.0) / np.asarray(std, np.float32)).astype(np.float32)  # upstream scale[1]
+  return np.asarray(mean, np.float32), inv_std
 
 
-def normalize_latent(mu: Array) -> Array:
-  """``(mu - mean) * (1 / std)`` over the last (channel) axis, as upstream ``encode(x, scale)``."""
-  return (mu - jnp.asarray(_MEAN, mu.dtype)) * jnp.asarray(_INV_STD, mu.dtype)
+def normalize_latent(mu: Array, cfg: VAEConfig | None = None) -> Array:
+  """``(mu - mean) * (1 / std)`` over the last (channel) axis, as upstream ``encode(x, scale)``.
+
+  The statistics are ``cfg``'s (a VAE trained here stores its own), Wan2.1's when ``cfg`` is None.
+  """
+  mean, inv_std = _stats(cfg)
+  return (mu - jnp.asarray(mean, mu.dtype)) * jnp.asarray(inv_std, mu.dtype)
 
 
-def denormalize_latent(z: Array) -> Array:
+def denormalize_latent(z: Array, cfg: VAEConfig | None = None) -> Array:
   """``z / (1 / std) + mean`` over the last axis, as upstream ``decode(z, scale)``."""
-  return z / jnp.asarray(_INV_STD, z.dtype) + jnp.asarray(_MEAN, z.dtype)
+  mean, inv_std = _stats(cfg)
+  return z / jnp.asarray(inv_std, z.dtype) + jnp.asarray(mean, z.dtype)
 
 
 def _check_latent(vae: WanVAE, z: Array, what: str) -> None:
@@ -91,7 +99,7 @@ def decode_first(vae: WanVAE, cache: DecodeCache, z0: Array, clamp: Array) -> tu
   if z0.shape[1] != 1:
     raise ValueError(f"decode_first takes one latent frame, got {z0.shape[1]}")
   feats = Feats(cache.feats)
-  pixels = vae.decode_chunk(denormalize_latent(z0.astype(jnp.dtype(vae.cfg.dtype))), feats, first=True)
+  pixels = vae.decode_chunk(denormalize_latent(z0.astype(jnp.dtype(vae.cfg.dtype)), vae.cfg), feats, first=True)
   return _finish_pixels(pixels, clamp), DecodeCache(feats=feats.finish(), latents=cache.latents + 1, started=True)
 
 
@@ -100,7 +108,7 @@ def decode_steady(vae: WanVAE, cache: DecodeCache, z: Array, clamp: Array) -> tu
   """Latents ``[B, n, h, w, z]`` after the first -> ``[B, 4n, H, W, 3]``, one latent at a time (``lax.scan``)."""
   if not cache.started:
     raise ValueError("decode_steady needs a cache that has seen latent 0 (use decode_step, or decode_first first)")
-  x = denormalize_latent(z.astype(jnp.dtype(vae.cfg.dtype)))
+  x = denormalize_latent(z.astype(jnp.dtype(vae.cfg.dtype)), vae.cfg)
   b, n = x.shape[:2]
 
   def body(carry, zt):  # zt [B, h, w, z]: one latent frame
@@ -183,7 +191,7 @@ def encode_first(vae: WanVAE, cache: EncodeCache, frame0: Array, normalize: Arra
     raise ValueError(f"encode_first takes one video frame, got {frame0.shape[1]}")
   feats = Feats(cache.feats)
   mu = vae.encode_chunk(frame0.astype(jnp.dtype(vae.cfg.dtype)), feats, first=True)
-  mu = jnp.where(normalize, normalize_latent(mu), mu)
+  mu = jnp.where(normalize, normalize_latent(mu, vae.cfg), mu)
   return mu, EncodeCache(feats=feats.finish(), frames=cache.frames + 1, started=True)
 
 
@@ -203,7 +211,7 @@ def encode_steady(vae: WanVAE, cache: EncodeCache, video: Array, normalize: Arra
 
   bufs, mus = jax.lax.scan(body, cache.feats, _frames_first(x.reshape(b, k, 4, hh, ww, c)))  # mus [k, B, h, w, z]
   mu = jnp.moveaxis(mus, 0, 1)  # [B, k, h, w, z]
-  mu = jnp.where(normalize, normalize_latent(mu), mu)
+  mu = jnp.where(normalize, normalize_latent(mu, vae.cfg), mu)
   return mu, EncodeCache(feats=bufs, frames=cache.frames + t, started=True)
 
 

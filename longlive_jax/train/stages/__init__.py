@@ -52,6 +52,7 @@ STAGES: dict[str, Callable[[Any], Any]] = {
   "ode-init": lazy("ode_init"),
   "self-forcing": lazy("self_forcing"),
   "streaming-long": lazy("streaming_long"),
+  "vae": lazy("vae"),
 }
 
 

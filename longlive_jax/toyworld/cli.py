@@ -1,0 +1,170 @@
+"""``longlive-jax toyworld ACTION``: the toy world's data preparation, ODE pairs, model assembly and rendering.
+
+Actions (each a step of ``experiments/toyworld/train_all.sh``, or a tool for users):
+  prompts     captions of the world's training combinations (``--pairs``: with a natural edit each) -> .npz
+  latents     rendered clips encoded with a trained VAE + caption embeddings -> .npz (the teacher's data)
+  ode-pairs   the teacher's guided ODE trajectories for prompts -> .npz (the ode-init stage's data)
+  assemble    DiT export + VAE export + the frozen text encoder + tokenizer -> one whole-model checkpoint
+  render      the world's own ground-truth video for prompts (with switches) -> .mp4 / PNG strip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def add_toyworld(sub) -> None:
+  p = sub.add_parser(
+    "toyworld",
+    help="toy world: data preparation, ODE pairs, model assembly, ground-truth rendering",
+    description=__doc__.split("\n\n", 1)[1],
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  acts = p.add_subparsers(dest="action", metavar="ACTION")
+  acts.required = True
+
+  q = acts.add_parser("prompts", help="sample training prompts (or prompt pairs) into an .npz")
+  q.add_argument("--out", required=True)
+  q.add_argument("--num", type=int, required=True)
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--split", default="train", choices=["train", "held_out", "all"])
+  q.add_argument("--pairs", action="store_true", help="prompt_a / prompt_b pairs (a natural edit) for switches")
+
+  q = acts.add_parser("latents", help="encode rendered clips with a trained VAE (teacher data)")
+  q.add_argument("--vae", required=True, help="a checkpoint folder with a 'vae' component (the vae stage's export)")
+  q.add_argument("--out", required=True)
+  q.add_argument("--num", type=int, required=True)
+  q.add_argument("--latent-frames", type=int, default=21)
+  q.add_argument("--size", type=int, default=64)
+  q.add_argument("--seed", type=int, default=1)
+  q.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of clips captioned '' (CFG)")
+
+  q = acts.add_parser("ode-pairs", help="the teacher's guided ODE trajectories (ode-init data)")
+  q.add_argument("--teacher", required=True, help="the teacher stage's export folder")
+  q.add_argument("--prompts", required=True, help="an .npz with a 'prompt' array (toyworld prompts)")
+  q.add_argument("--out", required=True)
+  q.add_argument("--latent-frames", type=int, default=21)
+  q.add_argument("--latent-size", type=int, default=8)
+  q.add_argument("--steps", type=int, default=48, help="Euler steps (a multiple of 4)")
+  q.add_argument("--guidance", type=float, default=3.0)
+  q.add_argument("--seed", type=int, default=2)
+  q.add_argument("--batch", type=int, default=16)
+
+  q = acts.add_parser("assemble", help="one whole-model checkpoint from the DiT and VAE exports")
+  q.add_argument("--dit", required=True)
+  q.add_argument("--vae", required=True)
+  q.add_argument("--out", required=True)
+  q.add_argument("--size", type=int, default=64)
+  q.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+  q.add_argument("--meta", help="a JSON file of extra metadata (training record)")
+  q.add_argument("--overwrite", action="store_true")
+
+  q = acts.add_parser("render", help="the world's ground truth for prompts (with switches)")
+  q.add_argument("prompts", nargs="+", help="one or more prompts of the world's grammar")
+  q.add_argument("--switch-frames", default="", help="latent frames where prompts 2, 3, ... start (e.g. 10,20)")
+  q.add_argument("--frames", type=int, default=30, help="latent frames (video frames = 1 + 4 (F - 1))")
+  q.add_argument("--size", type=int, default=64)
+  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--out", required=True, help=".mp4 video or .png strip")
+
+
+def cmd_toyworld(a) -> int:
+  return {
+    "prompts": _prompts,
+    "latents": _latents,
+    "ode-pairs": _ode_pairs,
+    "assemble": _assemble,
+    "render": _render,
+  }[a.action](a)
+
+
+def _prompts(a) -> int:
+  from longlive_jax.toyworld import data
+
+  build = data.build_prompt_pairs if a.pairs else data.build_prompts
+  out = build(a.out, num=a.num, seed=a.seed, split=a.split)
+  print(f"wrote {out}: {a.num} {'prompt pairs' if a.pairs else 'prompts'} ({a.split} combinations)")
+  return 0
+
+
+def _latents(a) -> int:
+  from longlive_jax.pipeline import load_vae
+  from longlive_jax.toyworld import data
+  from longlive_jax.toyworld.text import TextEncoder
+
+  out = data.build_latents(
+    a.out,
+    vae=load_vae(a.vae),
+    encode_text=TextEncoder(),
+    num=a.num,
+    latent_frames=a.latent_frames,
+    size=a.size,
+    seed=a.seed,
+    caption_dropout=a.caption_dropout,
+  )
+  print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
+  return 0
+
+
+def _ode_pairs(a) -> int:
+  from longlive_jax import checkpoint
+  from longlive_jax.data.pipeline import NpzRecords
+  from longlive_jax.model.params import model_from_params
+  from longlive_jax.toyworld.text import TextEncoder
+  from longlive_jax.train.ode_pairs import make_pairs, save_pairs
+
+  cfg, params, _, _ = checkpoint.load(a.teacher)
+  prompts = [str(p) for p in NpzRecords(a.prompts).arrays["prompt"]]
+  pairs = make_pairs(
+    model_from_params(cfg, params),
+    prompts=prompts,
+    encode_text=TextEncoder(),
+    negative_prompt="",
+    latent_shape=(a.latent_frames, a.latent_size, a.latent_size, cfg.in_dim),
+    num_steps=a.steps,
+    guidance=a.guidance,
+    seed=a.seed,
+    batch=a.batch,
+  )
+  out = save_pairs(a.out, pairs)
+  print(f"wrote {out}: {len(prompts)} trajectories {pairs['trajectory'].shape[1:]}")
+  return 0
+
+
+def _assemble(a) -> int:
+  from longlive_jax.toyworld.model import assemble
+  from longlive_jax.toyworld.render import FPS
+
+  meta = json.loads(Path(a.meta).read_text()) if a.meta else {}
+  stream = {"block_frames": 3, "sink_frames": 3, "window_frames": 12}
+  out = assemble(
+    a.out, dit_checkpoint=a.dit, vae_checkpoint=a.vae, size=a.size, fps=FPS, stream=stream, dtype=a.dtype,
+    meta=meta, overwrite=a.overwrite,
+  )  # fmt: skip
+  size = sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file())
+  print(f"wrote {out}: {size / 2**20:.1f} MiB")
+  return 0
+
+
+def _render(a) -> int:
+  from longlive_jax.toyworld.render import FPS, Scene, latent_to_video_frame, num_video_frames, render
+  from longlive_jax.video_io import VideoWriter, _write_png
+
+  switches = [int(x) for x in a.switch_frames.replace(",", " ").split()]
+  scene = Scene.from_prompts(
+    a.prompts, seed=a.seed, switch_frames=[latent_to_video_frame(s) for s in switches], size=a.size
+  )
+  video = render(scene, num_video_frames(a.frames))
+  out = Path(a.out)
+  if out.suffix == ".png":
+    _write_png(out, np.concatenate(list(video[:: max(1, len(video) // 12)]), axis=1))
+  else:
+    w = VideoWriter(out, fps=FPS)
+    w.write(video)
+    w.close()
+  print(f"wrote {out}: {len(video)} frames")
+  return 0

@@ -1,0 +1,135 @@
+"""Training data of the toy world: a random-access clip source for grain, and ``.npz`` record sets.
+
+:class:`ClipSource` renders record ``i`` on demand, deterministically from ``(seed, i)``: a scene of
+the requested split with, with probability ``switch_prob``, one prompt switch at a random latent
+boundary (a natural edit of one or two attributes). It is a grain random-access source, so the train
+loop's pipeline shards, shuffles and checkpoints it like a built dataset (:func:`longlive_jax.data.pipeline.batched`).
+
+The other stages read ``.npz`` files of stacked records (``data.source: X.npz``):
+
+  * :func:`build_latents` (teacher): ``latents [N, F, h, w, C]`` encoded with a trained VAE and
+    ``text_embedding [N, L, D]``; a ``caption_dropout`` fraction of records get the empty prompt's
+    embedding (the unconditional branch that classifier-free guidance needs), ``prompt`` records which;
+  * :func:`build_prompts` (ODE pairs, Self-Forcing): ``prompt [N]``;
+  * :func:`build_prompt_pairs` (streaming long tuning): ``prompt_a [N]``, ``prompt_b [N]`` (a natural
+    edit of ``prompt_a``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longlive_jax.toyworld import grammar
+from longlive_jax.toyworld.render import Scene, Segment, latent_to_video_frame, render
+
+
+def clip_rng(seed: int, index: int) -> np.random.Generator:
+  return np.random.default_rng([int(seed), int(index)])
+
+
+def sample_scene(
+  rng: np.random.Generator, *, latent_frames: int, size: int, split: str = "train", switch_prob: float = 0.0
+) -> Scene:
+  """A random scene of ``split`` with at most one switch at a latent boundary (never at latent 0)."""
+  attrs = grammar.sample_attributes(rng, split=split)
+  segments = [Segment(start=0, attrs=attrs)]
+  if latent_frames > 2 and rng.random() < switch_prob:
+    at = int(rng.integers(1, latent_frames))
+    segments.append(Segment(start=latent_to_video_frame(at), attrs=grammar.sample_switch(rng, attrs, split=split)))
+  return Scene(seed=int(rng.integers(2**31)), segments=tuple(segments), size=size)
+
+
+class ClipSource:
+  """Random access to ``num_records`` rendered clips: ``{"video" uint8 [T, H, W, 3], "caption", "index"}``.
+
+  ``T = 1 + 4 (latent_frames - 1)``; ``caption`` is the first prompt.
+  """
+
+  def __init__(
+    self,
+    *,
+    num_records: int,
+    latent_frames: int,
+    size: int = 64,
+    split: str = "train",
+    switch_prob: float = 0.0,
+    seed: int = 0,
+  ):
+    if num_records < 1 or latent_frames < 1:
+      raise ValueError(f"ClipSource needs num_records >= 1 and latent_frames >= 1, got {num_records}, {latent_frames}")
+    self.num_records, self.latent_frames, self.size = num_records, latent_frames, size
+    self.split, self.switch_prob, self.seed = split, switch_prob, seed
+
+  def __len__(self) -> int:
+    return self.num_records
+
+  def scene(self, index: int) -> Scene:
+    rng = clip_rng(self.seed, index)
+    return sample_scene(rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    scene = self.scene(index)
+    frames = 1 + 4 * (self.latent_frames - 1)
+    return {"video": render(scene, frames), "caption": scene.segments[0].attrs.caption, "index": np.int64(index)}
+
+
+def _save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
+  """Atomic ``np.savez`` (a temporary sibling renamed into place)."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".partial.npz")
+  np.savez(tmp, **arrays)
+  tmp.replace(path)
+  return path
+
+
+def build_prompts(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
+  """``prompt [num]``: captions of uniformly drawn combinations of ``split``."""
+  rng = np.random.default_rng([seed, 1])
+  prompts = [grammar.sample_attributes(rng, split=split).caption for _ in range(num)]
+  return _save_npz(path, prompt=np.asarray(prompts))
+
+
+def build_prompt_pairs(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
+  """``prompt_a [num]``, ``prompt_b [num]``: a combination and a natural edit of it (1-2 attributes)."""
+  rng = np.random.default_rng([seed, 2])
+  a, b = [], []
+  for _ in range(num):
+    attrs = grammar.sample_attributes(rng, split=split)
+    a.append(attrs.caption)
+    b.append(grammar.sample_switch(rng, attrs, split=split).caption)
+  return _save_npz(path, prompt_a=np.asarray(a), prompt_b=np.asarray(b))
+
+
+def build_latents(
+  path: str | Path,
+  *,
+  vae,
+  encode_text,
+  num: int,
+  latent_frames: int,
+  size: int,
+  seed: int,
+  caption_dropout: float = 0.1,
+  batch: int = 8,
+  progress: bool = True,
+) -> Path:
+  """Encodes ``num`` rendered clips (no switches) with ``vae``; see the module docstring."""
+  import jax.numpy as jnp
+  from tqdm.auto import tqdm
+
+  from longlive_jax.vae.stream import encode
+
+  src = ClipSource(num_records=num, latent_frames=latent_frames, size=size, seed=seed)
+  drop = np.random.default_rng([seed, 3]).random(num) < caption_dropout
+  captions = [src[i]["caption"] if not drop[i] else "" for i in range(num)]
+  lat = []
+  for s in tqdm(range(0, num, batch), desc="encode clips", unit="batch", disable=not progress):
+    video = np.stack([src[i]["video"] for i in range(s, min(s + batch, num))])  # [b, T, H, W, 3]
+    x = jnp.asarray(video, jnp.float32) / 127.5 - 1.0
+    lat.append(np.asarray(encode(vae, x), np.float32))  # [b, F, h, w, C]
+  emb = encode_text(captions)  # [N, L, D]
+  return _save_npz(path, latents=np.concatenate(lat), text_embedding=np.asarray(emb, np.float32), prompt=np.asarray(captions))
