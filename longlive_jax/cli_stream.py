@@ -12,10 +12,16 @@ from longlive_jax.stream.driver import SWITCH_MODES, Switch
 
 
 def _add_stream_options(p) -> None:
-  p.add_argument("--checkpoint", required=True, help="model folder written by 'longlive-jax convert'")
+  p.add_argument(
+    "--checkpoint",
+    help="model folder written by 'longlive-jax convert' or 'longlive-jax toyworld assemble' "
+    "(default: the shipped toy-world model)",
+  )
   p.add_argument("--frames", type=int, default=120, help="latent frames to generate, a multiple of 3 (default 120)")
-  p.add_argument("--height", type=int, default=60, help="latent height (default 60 = 480 pixels)")
-  p.add_argument("--width", type=int, default=104, help="latent width (default 104 = 832 pixels)")
+  p.add_argument(
+    "--height", type=int, help="latent height (default: the checkpoint's native resolution / 8, else 60 = 480 px)"
+  )
+  p.add_argument("--width", type=int, help="latent width (default: the checkpoint's native resolution / 8, else 104)")
   p.add_argument("--seed", type=int, default=0, help="PRNG seed of the noise (block b draws from fold_in(seed, b))")
   p.add_argument("--block-frames", type=int, default=3, help="latent frames per block (num_frame_per_block)")
   p.add_argument("--sink", type=int, default=3, help="sink frames kept forever (sink_size)")
@@ -28,7 +34,27 @@ def _add_stream_options(p) -> None:
   p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _resolve_checkpoint(a) -> None:
+  """Fills the defaults that come from the model: the checkpoint (the shipped toy-world model when none is
+  given), the latent size (its native resolution) and the frame rate."""
+  from longlive_jax import checkpoint
+  from longlive_jax.toyworld.model import default_checkpoint
+
+  if a.checkpoint is None:
+    a.checkpoint = str(default_checkpoint())
+  meta = checkpoint.read_meta(a.checkpoint).get("meta") or {}
+  native = meta.get("native_resolution")
+  stride = 8  # the Wan VAE's spatial stride
+  if a.height is None:
+    a.height = native[0] // stride if native else 60
+  if a.width is None:
+    a.width = native[1] // stride if native else 104
+  if getattr(a, "fps", "absent") is None:
+    a.fps = float(meta.get("fps", 16.0))
+
+
 def _opts(a) -> srun.StreamOptions:
+  _resolve_checkpoint(a)
   return srun.StreamOptions(
     frames=a.frames,
     height=a.height,
@@ -72,7 +98,12 @@ class _Prompts:
           "the whole model (longlive-jax convert --wan-dir ...) or give a precomputed embedding (.npy / .npz)"
         )
       self.encoder = pipeline.TextEncoder(self.ckpt, text_len=self.cfg.text_len)
-    return self.encoder([prompt])
+    from longlive_jax.text.tokenizer import TokenizerError
+
+    try:
+      return self.encoder([prompt])
+    except TokenizerError as e:  # e.g. a word outside a closed vocabulary: names the word, lists the vocabulary
+      raise srun.StreamInputError(str(e)) from e
 
   def release(self) -> None:
     if self.encoder is not None:
@@ -96,7 +127,7 @@ def _outputs(a, checkpoint_dir: str, out: Path):
 def _add_output_options(p) -> None:
   p.add_argument("--latents", help="also save the latents to this .npz when --out is a video")
   p.add_argument("--png-dir", help="also write every video frame as a PNG into this folder")
-  p.add_argument("--fps", type=float, default=16.0, help="video frame rate (LongLive: 16)")
+  p.add_argument("--fps", type=float, help="video frame rate (default: the checkpoint's, else 16 as LongLive)")
 
 
 def add_generate(sub) -> None:

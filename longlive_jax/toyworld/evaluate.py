@@ -1,0 +1,171 @@
+"""Evaluating generators on the toy world: batched videos from any stage's DiT, scored by the pixel judge.
+
+* :func:`causal_videos`: the streaming engine (KV cache, sink + window, 4 steps + clean commit per block,
+  prompt switches with recache / keep / clear) on a batch of prompt scripts, each block decoded at once
+  with the streaming VAE; returns uint8 videos. Block ``b`` draws its noise from ``fold_in(key(seed), b)``.
+* :func:`teacher_videos`: the bidirectional teacher's guided many-step ODE sampling
+  (:func:`longlive_jax.train.ode_pairs.sample`), decoded in one pass.
+* :func:`score`: the judge over a batch: accuracy per attribute (windows of 16 frames, as
+  :func:`~longlive_jax.toyworld.judge.judge_video`), per time bin, and switch smoothness.
+
+A "model" is a DiT checkpoint folder (any stage's export, or a whole-model checkpoint) plus the VAE of a
+checkpoint that has one; text goes through the world's frozen encoder (the same weights the shipped model
+stores). Everything is batched: one compiled block step serves the whole batch and every block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from longlive_jax.toyworld import judge
+from longlive_jax.toyworld.render import FPS, latent_to_video_frame
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamSettings:
+  """How a causal model is run (LongLive's inference defaults)."""
+
+  block_frames: int = 3
+  sink_frames: int = 3
+  window_frames: int = 12
+  switch_mode: str = "recache"
+  global_sink: bool = True
+
+
+def _to_uint8(pixels) -> np.ndarray:
+  return np.round((np.clip(np.asarray(pixels, np.float32), -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+
+
+def load_models(dit_checkpoint: str | Path, vae_checkpoint: str | Path):
+  """``(dit, vae, encode_text)`` for a DiT export and a checkpoint holding a VAE (float32 compute)."""
+  from longlive_jax import checkpoint, pipeline
+  from longlive_jax.model.params import model_from_params
+  from longlive_jax.toyworld.text import TextEncoder
+
+  cfg, params, _, _ = checkpoint.load(dit_checkpoint, dtype="float32")
+  params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float32), params)
+  dit = model_from_params(cfg.replace(param_dtype="float32"), params)
+  return dit, pipeline.load_vae(vae_checkpoint, dtype="float32"), TextEncoder()
+
+
+def causal_videos(
+  dit,
+  vae,
+  encode_text,
+  scripts: Sequence[Sequence[str]],
+  *,
+  latent_frames: int,
+  switch_frames: Sequence[int] = (),
+  seed: int = 0,
+  settings: StreamSettings = StreamSettings(),
+  latent_size: int = 8,
+  progress: bool = False,
+) -> tuple[np.ndarray, dict]:
+  """uint8 ``[N, T, H, W, 3]`` videos of the scripts (each ``len(switch_frames) + 1`` prompts, switches at the
+  given latent frames), and timing ``{"blocks", "seconds"}``."""
+  from tqdm.auto import tqdm
+
+  from longlive_jax.stream.cache import StreamSpec
+  from longlive_jax.stream.driver import Streamer, Switch
+  from longlive_jax.stream.noise import BlockShape, KeyNoise
+  from longlive_jax.vae.stream import decode_step, init_decode_cache
+
+  n = len(scripts)
+  k = len(switch_frames) + 1
+  if any(len(s) != k for s in scripts):
+    raise ValueError(f"every script needs {k} prompts for {len(switch_frames)} switches")
+  spec = StreamSpec(
+    block_frames=settings.block_frames, sink_frames=settings.sink_frames, window_frames=settings.window_frames
+  )
+  st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+  contexts = [jnp.asarray(encode_text([s[i] for s in scripts])) for i in range(k)]  # each [N, L, D]
+  shape = BlockShape(batch=n, frames=spec.block_frames, height=latent_size, width=latent_size, channels=dit.cfg.in_dim)
+  draws = KeyNoise(jax.random.key(seed), shape=shape, num_steps=4)
+  nb = latent_frames // spec.block_frames
+  cache = init_decode_cache(vae, batch=n, height=latent_size, width=latent_size)
+  out = []
+  t0 = time.perf_counter()
+  blocks = st.stream(draws, contexts=contexts, switches=[Switch(f, i + 1) for i, f in enumerate(switch_frames)], num_blocks=nb)
+  for _, x0, _ in tqdm(blocks, total=nb, desc="blocks", disable=not progress):
+    pixels, cache = decode_step(vae, cache, x0)
+    out.append(_to_uint8(pixels))
+  return np.concatenate(out, axis=1), {"blocks": nb, "seconds": time.perf_counter() - t0}
+
+
+def teacher_videos(
+  dit,
+  vae,
+  encode_text,
+  prompts: Sequence[str],
+  *,
+  latent_frames: int,
+  seed: int = 0,
+  num_steps: int = 48,
+  guidance: float = 3.0,
+  latent_size: int = 8,
+  batch: int = 25,
+) -> tuple[np.ndarray, dict]:
+  """uint8 videos of the bidirectional teacher's guided ODE samples (one prompt each, no switches)."""
+  from longlive_jax.train.ode_pairs import sample
+  from longlive_jax.vae.stream import decode
+
+  key = jax.random.key(seed)
+  uncond = np.asarray(encode_text([""]), np.float32)
+  out = []
+  t0 = time.perf_counter()
+  for s in range(0, len(prompts), batch):
+    chunk = list(prompts[s : s + batch])
+    cond = jnp.asarray(encode_text(chunk))
+    shape = (len(chunk), latent_frames, latent_size, latent_size, dit.cfg.in_dim)
+    noise = jax.random.normal(jax.random.fold_in(key, s), shape)
+    x0, _ = sample(
+      dit, noise, cond, jnp.broadcast_to(jnp.asarray(uncond), cond.shape), jnp.float32(guidance), num_steps=num_steps
+    )
+    out.append(_to_uint8(decode(vae, x0)))
+  return np.concatenate(out), {"seconds": time.perf_counter() - t0}
+
+
+def score(
+  videos: np.ndarray, scripts: Sequence[Sequence[str]], *, switch_frames: Sequence[int] = (), bin_s: float = 10.0
+) -> dict:
+  """Judge every video; mean accuracies per attribute, per time bin, and per switch."""
+  vf = [latent_to_video_frame(f) for f in switch_frames]
+  scores = [judge.judge_video(v, prompts=list(s), switch_frames=vf) for v, s in zip(videos, scripts, strict=True)]
+  attrs = ("background", "colour", "shape", "motion", "all")
+
+  def mean(dicts):
+    return {a: float(np.nanmean([d[a] for d in dicts])) for a in attrs}
+
+  seconds = videos.shape[1] / FPS
+  bins = []
+  t = 0.0
+  while t < seconds - 1e-6:
+    hi = min(t + bin_s, seconds)
+    bins.append({"start_s": t, "end_s": hi, **mean([s.accuracy_between(t, hi) for s in scores])})
+    t = hi
+  out = {
+    "videos": len(scores),
+    "seconds": seconds,
+    "accuracy": mean([s.accuracy for s in scores]),
+    "over_time": bins,
+    "quality_first": float(np.mean([s.drift.first_quality for s in scores])),
+    "quality_last": float(np.mean([s.drift.last_quality for s in scores])),
+  }
+  if switch_frames:
+    out["switches"] = [
+      {
+        "frame": f,
+        "continuous": float(np.mean([s.switches[i].continuous for s in scores])),
+        "jump_px": float(np.median([s.switches[i].jump for s in scores])),
+        "relative_spike": float(np.median([s.switches[i].relative_spike for s in scores])),
+      }
+      for i, f in enumerate(switch_frames)
+    ]
+  return out
