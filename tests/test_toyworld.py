@@ -33,7 +33,12 @@ def test_render_is_deterministic_and_seed_dependent():
 
 def test_motions_follow_the_grammar():
   speed = 1.5
-  for motion, (dx, dy) in {"moves left": (-1, 0), "moves right": (1, 0), "moves up": (0, -1), "moves down": (0, 1)}.items():
+  for motion, (dx, dy) in {
+    "moves left": (-1, 0),
+    "moves right": (1, 0),
+    "moves up": (0, -1),
+    "moves down": (0, 1),
+  }.items():
     pos = simulate(Scene.from_prompts([f"a red square {motion} on a white background"], seed=3), 81)
     step = (np.diff(pos, axis=0) + 32) % 64 - 32  # torus-unwrapped per-frame displacement
     np.testing.assert_allclose(step, np.broadcast_to([dx * speed, dy * speed], step.shape), atol=1e-9)
@@ -52,7 +57,7 @@ def test_switch_keeps_the_position_and_changes_the_attributes():
   scene = Scene.from_prompts([PROMPT, "a green circle moves up on a blue background"], seed=1, switch_frames=[at])
   pos = simulate(scene, 41)
   plain = simulate(Scene.from_prompts([PROMPT], seed=1), 41)
-  np.testing.assert_allclose(pos[: at], plain[: at])  # the same world until the switch
+  np.testing.assert_allclose(pos[:at], plain[:at])  # the same world until the switch
   np.testing.assert_allclose(pos[at] - pos[at - 1], [0.0, -1.5])  # then the new direction from where it was
   video = render(scene, 41)
   x, y = np.round(pos[at + 2]).astype(int)
@@ -166,12 +171,22 @@ def test_ode_sampler_records_the_few_step_states():
   out, states = sample.__wrapped__(Exact(x0), noise, ctx, ctx, jnp.float32(3.0), num_steps=8, record=(0, 2, 4, 6))
   np.testing.assert_allclose(np.asarray(out), np.asarray(x0), atol=1e-4)
   s = euler_sigmas(8, shift=5.0)[[0, 2, 4, 6]][None, :, None, None, None, None]
-  np.testing.assert_allclose(np.asarray(states), (1 - s) * np.asarray(x0)[:, None] + s * np.asarray(noise)[:, None], atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(states), (1 - s) * np.asarray(x0)[:, None] + s * np.asarray(noise)[:, None], atol=1e-4
+  )
 
 
 def test_cli_render_and_prompt_errors(tmp_path):
   out = tmp_path / "gt.mp4"
-  cmd = [sys.executable, "-m", "longlive_jax", "toyworld", "render", PROMPT, "a red circle moves up on a blue background"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "longlive_jax",
+    "toyworld",
+    "render",
+    PROMPT,
+    "a red circle moves up on a blue background",
+  ]
   r = subprocess.run([*cmd, "--switch-frames", "4", "--frames", "9", "--out", str(out)], capture_output=True, text=True)
   assert r.returncode == 0, r.stderr
   import av

@@ -68,7 +68,9 @@ class ClipSource:
 
   def scene(self, index: int) -> Scene:
     rng = clip_rng(self.seed, index)
-    return sample_scene(rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob)
+    return sample_scene(
+      rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob
+    )
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     scene = self.scene(index)
@@ -132,4 +134,6 @@ def build_latents(
     x = jnp.asarray(video, jnp.float32) / 127.5 - 1.0
     lat.append(np.asarray(encode(vae, x), np.float32))  # [b, F, h, w, C]
   emb = encode_text(captions)  # [N, L, D]
-  return _save_npz(path, latents=np.concatenate(lat), text_embedding=np.asarray(emb, np.float32), prompt=np.asarray(captions))
+  return _save_npz(
+    path, latents=np.concatenate(lat), text_embedding=np.asarray(emb, np.float32), prompt=np.asarray(captions)
+  )

@@ -92,7 +92,9 @@ def causal_videos(
   cache = init_decode_cache(vae, batch=n, height=latent_size, width=latent_size)
   out = []
   t0 = time.perf_counter()
-  blocks = st.stream(draws, contexts=contexts, switches=[Switch(f, i + 1) for i, f in enumerate(switch_frames)], num_blocks=nb)
+  blocks = st.stream(
+    draws, contexts=contexts, switches=[Switch(f, i + 1) for i, f in enumerate(switch_frames)], num_blocks=nb
+  )
   for _, x0, _ in tqdm(blocks, total=nb, desc="blocks", disable=not progress):
     pixels, cache = decode_step(vae, cache, x0)
     out.append(_to_uint8(pixels))

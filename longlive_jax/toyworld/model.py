@@ -54,8 +54,8 @@ def assemble(
   if adapter is not None:
     raise ValueError(f"{dit_checkpoint}: keeps a separate LoRA adapter; export it merged")
   vae_meta = checkpoint.read_meta(vae_checkpoint)["components"]["vae"]["config"]
-  from longlive_jax.pipeline import load_vae
   from longlive_jax.model.params import params_of
+  from longlive_jax.pipeline import load_vae
 
   vae = load_vae(vae_checkpoint)
   cast = lambda tree: jax.tree.map(lambda x: np.asarray(x).astype(dtype), tree)  # noqa: E731

@@ -74,7 +74,9 @@ class Scene:
       raise ValueError(f"{len(prompts)} prompts need {len(prompts) - 1} switch frames, got {len(switch_frames)}")
     attrs = [p if isinstance(p, Attributes) else parse(p) for p in prompts]
     starts = [0, *[int(f) for f in switch_frames]]
-    return cls(seed=seed, segments=tuple(Segment(start=s, attrs=a) for s, a in zip(starts, attrs, strict=True)), size=size)
+    return cls(
+      seed=seed, segments=tuple(Segment(start=s, attrs=a) for s, a in zip(starts, attrs, strict=True)), size=size
+    )
 
   @property
   def scale(self) -> float:

@@ -57,9 +57,9 @@ def write_tokenizer(folder: str | Path) -> Path:
 
 def init_text_params() -> dict:
   """The frozen encoder's parameters (``TEXT_CONFIG`` initialised from ``TEXT_SEED``), float32 numpy."""
-  from longlive_jax.text.model import init_model, params_of
-
   import jax
+
+  from longlive_jax.text.model import init_model, params_of
 
   return jax.tree.map(np.asarray, params_of(init_model(TEXT_CONFIG, seed=TEXT_SEED)))
 
@@ -93,4 +93,6 @@ class TextEncoder:
     if todo:
       emb = encode_prompts(self.model, self.tokenizer, todo, text_len=TEXT_LEN)  # [n, L, D]
       self._memo.update(zip(todo, np.asarray(emb, np.float32), strict=True))
-    return np.stack([self._memo[p] for p in prompts]) if prompts else np.zeros((0, TEXT_LEN, TEXT_CONFIG.dim), np.float32)
+    return (
+      np.stack([self._memo[p] for p in prompts]) if prompts else np.zeros((0, TEXT_LEN, TEXT_CONFIG.dim), np.float32)
+    )

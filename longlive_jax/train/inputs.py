@@ -168,7 +168,9 @@ def toyworld_source(cfg: TrainConfig, kind: str):
   if kind != "videos":
     raise TrainConfigError(f"data.source: toyworld renders 'videos' records; stage {cfg.stage!r} reads {kind!r}")
   if (d.num_frames - 1) % 4 or d.height != d.width:
-    raise TrainConfigError(f"data: toyworld clips are square with 1 + 4k frames, got {d.num_frames} x {d.height}x{d.width}")
+    raise TrainConfigError(
+      f"data: toyworld clips are square with 1 + 4k frames, got {d.num_frames} x {d.height}x{d.width}"
+    )
   return ClipSource(
     num_records=d.world_clips,
     latent_frames=(d.num_frames - 1) // 4 + 1,

@@ -89,7 +89,9 @@ def make_pairs(
   from tqdm.auto import tqdm
 
   if num_steps % 4:
-    raise ValueError(f"num_steps must be a multiple of 4 (the recorded states sit at u = 1, 3/4, 1/2, 1/4), got {num_steps}")
+    raise ValueError(
+      f"num_steps must be a multiple of 4 (the recorded states sit at u = 1, 3/4, 1/2, 1/4), got {num_steps}"
+    )
   record = tuple(int(round((1.0 - u) * num_steps)) for u in RECORD_FRACTIONS)
   uncond = np.asarray(encode_text([negative_prompt]), np.float32)  # [1, L, D]
   key = jax.random.PRNGKey(seed)

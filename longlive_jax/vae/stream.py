@@ -56,6 +56,7 @@ __all__ = [
   "normalize_latent",
 ]
 
+
 def _stats(cfg: VAEConfig | None) -> tuple[np.ndarray, np.ndarray]:
   """``(mean, 1 / std)`` float32 of ``cfg`` (Wan2.1's published statistics when None)."""
   mean, std = (LATENT_MEAN, LATENT_STD) if cfg is None else (cfg.latent_mean, cfg.latent_std)
