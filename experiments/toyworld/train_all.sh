@@ -4,7 +4,7 @@
 #   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
-# is appended to $RUN/timing.jsonl. Usage: bash experiments/toyworld/train_all.sh [OUT_MODEL_DIR]
+# is appended to $RUN/timing.jsonl (finished steps are marked in $RUN/done/). Usage: bash experiments/toyworld/train_all.sh [OUT_MODEL_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=runs/toyworld
@@ -13,27 +13,29 @@ OUT=${1:-longlive_jax/toyworld/default_model}
 LL=${LONGLIVE_JAX:-longlive-jax}
 mkdir -p "$DATA"
 
-step() {  # step NAME DONE_MARKER COMMAND...: runs COMMAND unless DONE_MARKER exists, and times it
-  local name=$1 done=$2
-  shift 2
-  if [ -e "$done" ]; then echo "== $name: done ($done)"; return; fi
+step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/done/NAME), and times it
+  local name=$1
+  shift
+  if [ -e "$RUN/done/$name" ]; then echo "== $name: done"; return; fi
   echo "== $name"
   local t0=$(date +%s)
   "$@"
   echo "{\"step\": \"$name\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$RUN/timing.jsonl"
+  mkdir -p "$RUN/done" && touch "$RUN/done/$name"
 }
 
-step vae "$RUN/vae/export" $LL train configs/toyworld/vae.yaml
-step latents "$DATA/latents.npz" $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 1200
-step teacher "$RUN/teacher/export" $LL train configs/toyworld/teacher.yaml
-step prompts "$DATA/prompts.npz" $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
-step ode-prompts "$DATA/ode_prompts.npz" $LL toyworld prompts --out "$DATA/ode_prompts.npz" --num 800 --seed 1
-step prompt-pairs "$DATA/prompt_pairs.npz" $LL toyworld prompts --pairs --out "$DATA/prompt_pairs.npz" --num 2000 --seed 2
-step ode-pairs "$DATA/ode_pairs.npz" $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
+step vae $LL train configs/toyworld/vae.yaml
+step vae-clips $LL train configs/toyworld/vae_clips.yaml
+step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 1200
+step teacher $LL train configs/toyworld/teacher.yaml
+step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
+step ode-prompts $LL toyworld prompts --out "$DATA/ode_prompts.npz" --num 800 --seed 1
+step prompt-pairs $LL toyworld prompts --pairs --out "$DATA/prompt_pairs.npz" --num 2000 --seed 2
+step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
   --prompts "$DATA/ode_prompts.npz" --out "$DATA/ode_pairs.npz"
-step ode-init "$RUN/ode_init/export" $LL train configs/toyworld/ode_init.yaml
-step self-forcing "$RUN/self_forcing/export" $LL train configs/toyworld/self_forcing.yaml
-step streaming-long "$RUN/streaming_long/export" $LL train configs/toyworld/streaming_long.yaml
+step ode-init $LL train configs/toyworld/ode_init.yaml
+step self-forcing $LL train configs/toyworld/self_forcing.yaml
+step streaming-long $LL train configs/toyworld/streaming_long.yaml
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
