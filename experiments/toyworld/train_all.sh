@@ -12,6 +12,7 @@ DATA=$RUN/data
 OUT=${1:-longlive_jax/toyworld/default_model}
 LL=${LONGLIVE_JAX:-longlive-jax}
 mkdir -p "$DATA"
+exec > >(tee -a "$RUN/train_all.log") 2>&1  # the whole run's output is also kept in $RUN/train_all.log
 
 step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/done/NAME), and times it
   local name=$1
@@ -25,7 +26,6 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
 }
 
 step vae $LL train configs/toyworld/vae.yaml
-step vae-clips $LL train configs/toyworld/vae_clips.yaml
 step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 1200
 step teacher $LL train configs/toyworld/teacher.yaml
 step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0

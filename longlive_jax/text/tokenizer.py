@@ -79,6 +79,13 @@ def _special_token(folder: Path, name: str, default: str) -> str:
   return default
 
 
+def _closed(folder: Path) -> bool:
+  try:
+    return bool(json.loads((folder / "tokenizer_config.json").read_text()).get("closed_vocabulary", False))
+  except (OSError, ValueError):
+    return False
+
+
 def resolve_folder(folder: str | Path) -> Path:
   """The folder holding the tokenizer files: ``folder`` itself or Wan's ``folder/google/umt5-xxl``."""
   folder = Path(folder)
@@ -127,10 +134,11 @@ class UMT5Tokenizer:
       raise TokenizerError(f"{path}: not a valid tokenizer.json: {e}") from e
     self._fast.no_padding()
     self._fast.no_truncation()
-    # A WordLevel model has a closed vocabulary: an unknown word is an error, not a silent <unk>.
+    # A WordLevel model marked ``"closed_vocabulary": true`` in tokenizer_config.json (the toy world's): an
+    # unknown word is an error naming it, not a silent <unk>.
     model = json.loads(self._fast.to_str()).get("model") or {}
     self.closed_vocabulary = None
-    if model.get("type") == "WordLevel" and model.get("unk_token") is not None:
+    if model.get("type") == "WordLevel" and model.get("unk_token") is not None and _closed(path.parent):
       self._unk_id = self._fast.token_to_id(model["unk_token"])
       special = {t.content for t in self._fast.get_added_tokens_decoder().values()} | {model["unk_token"]}
       self.closed_vocabulary = tuple(sorted(w for w in model.get("vocab", {}) if w not in special))

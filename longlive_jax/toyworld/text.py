@@ -46,12 +46,14 @@ def tokenizer_json() -> str:
 
 
 def write_tokenizer(folder: str | Path) -> Path:
-  """Writes ``tokenizer.json`` and ``special_tokens_map.json`` into ``folder``; returns the folder."""
+  """Writes ``tokenizer.json``, ``special_tokens_map.json`` and ``tokenizer_config.json`` into ``folder``."""
   folder = Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
   (folder / "tokenizer.json").write_text(tokenizer_json(), encoding="utf-8")
   special = {"eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
   (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
+  # an unknown word is an error naming it (UnknownWordError), not a silent <unk>
+  (folder / "tokenizer_config.json").write_text(json.dumps({**special, "closed_vocabulary": True}), encoding="utf-8")
   return folder
 
 

@@ -48,6 +48,9 @@ class Options:
     vae: :class:`~longlive_jax.vae.config.VAEConfig` fields (e.g. ``{dim: 8, num_res_blocks: 1}``).
     kl_weight: weight of the per-element KL term against the per-pixel L1.
     stats_momentum: running-average momentum of the latent statistics.
+    crop: train on square ``crop x crop`` windows of the clips (the VAE is convolutional, so it runs at any size
+      later): long clips at small crops train the causal cache's steady state over many chunks for the cost of
+      short full-size clips. The window of a record is a function of its ``index`` (exact resume).
     l2_weight: weight of an added per-pixel squared error (L1 alone tends to the per-pixel median, which on
       scenes of small objects on plain backgrounds is the background: the squared error keeps the objects).
     log_var_offset: added to the encoder's log-variance channels in training (a negative offset starts the
@@ -59,6 +62,7 @@ class Options:
   stats_momentum: float = 0.99
   log_var_offset: float = 0.0
   l2_weight: float = 0.0
+  crop: int | None = None
 
 
 @struct.dataclass
@@ -177,13 +181,25 @@ class VAEStage:
     del encode_text
     if not records:
       raise ValueError("vae stage: empty batch (set data.source, e.g. 'toyworld')")
-    video = np.stack([np.asarray(r["video"]) for r in records])  # [B, T, H, W, 3]
+    video = np.stack([self._crop(r) for r in records])  # [B, T, H, W, 3]
     s = self.vae_config.space_stride
     if video.ndim != 5 or video.shape[-1] != 3 or (video.shape[1] - 1) % 4 or video.shape[2] % s or video.shape[3] % s:
       raise ValueError(
         f"vae stage: videos of shape {video.shape[1:]}; need [1 + 4k, H, W, 3] with H, W multiples of {s}"
       )
     return {"video": video.astype(np.float32) / 127.5 - 1.0}
+
+  def _crop(self, record: Mapping[str, Any]) -> np.ndarray:
+    video = np.asarray(record["video"])  # [T, H, W, 3]
+    c = self.options.crop
+    if c is None:
+      return video
+    h, w = video.shape[1:3]
+    if c > min(h, w) or c % self.vae_config.space_stride:
+      raise ValueError(f"vae stage: crop {c} must be a multiple of {self.vae_config.space_stride} and <= {h}x{w}")
+    rng = np.random.default_rng([int(record.get("index", 0)), 17])
+    y, x = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
+    return video[:, y : y + c, x : x + c]
 
   def trained_config(self, state: VAEState) -> VAEConfig:
     """The config with the tracked latent statistics."""

@@ -1,0 +1,99 @@
+"""Markdown tables for the README from the toy world's result JSONs (nothing typed in by hand).
+
+  python experiments/toyworld/report.py [--eval experiments/results/toyworld_eval.json]
+      [--realtime experiments/results/toyworld_realtime.json] [--record runs/toyworld/record.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ATTRS = ("background", "colour", "shape", "motion", "all")
+STAGE_NAMES = {
+  "teacher": "teacher (bidirectional, 48 steps, CFG 3)",
+  "ode_init": "ODE init (4 steps, causal)",
+  "self_forcing": "Stage 1: Self-Forcing DMD",
+  "streaming_long": "Stage 2: streaming long tuning",
+}
+
+
+def pct(x: float) -> str:
+  return "n/a" if x != x else f"{100 * x:.1f}"
+
+
+def eval_tables(res: dict) -> str:
+  out = ["| model | prompts | length | " + " | ".join(ATTRS) + " | quality first / last |", "|" + " --- |" * 9]
+  for stage, label in STAGE_NAMES.items():
+    for length in (21, 210):
+      for split in ("seen", "held_out"):
+        r = res.get(f"{stage}/{split}/{length}")
+        if r is None:
+          continue
+        n = r["videos"]
+        secs = f"{r['seconds']:.0f} s"
+        acc = " | ".join(pct(r["accuracy"][a]) for a in ATTRS)
+        out.append(
+          f"| {label} | {split} ({n}) | {length} latent frames ({secs}) | {acc} | "
+          f"{r['quality_first']:.3f} / {r['quality_last']:.3f} |"
+        )
+  for key, what in (("shipped/seen/10s", "10 s"), ("shipped/held_out/10s", "10 s")):
+    r = res.get(key)
+    if r is not None:
+      acc = " | ".join(pct(r["accuracy"][a]) for a in ATTRS)
+      out.append(
+        f"| shipped model | {key.split('/')[1]} ({r['videos']}) | {what} | {acc} | "
+        f"{r['quality_first']:.3f} / {r['quality_last']:.3f} |"
+      )
+  text = "\n".join(out)
+  r = res.get("shipped/seen/2min")
+  if r is not None:
+    first, last = r["over_time"][0], r["over_time"][-1]
+    rows = ["| attribute | first 10 s | last 10 s | change (points) |", "| --- | --- | --- | --- |"]
+    for a in ATTRS:
+      rows.append(f"| {a} | {pct(first[a])} | {pct(last[a])} | {100 * (last[a] - first[a]):+.1f} |")
+    text += f"\n\n2-minute videos ({r['videos']} prompts, {r['seconds']:.0f} s each), shipped model:\n\n" + "\n".join(rows)
+  return text
+
+
+def realtime_table(res: dict) -> str:
+  s, t = res["steady"], res["time_to_first_frame"]
+  h, w = s["resolution"]
+  return "\n".join(
+    [
+      "| resolution | steady video frames/s (VAE decode included) | median block (12 frames) | first frame, cold | "
+      "first frame, second run |",
+      "| --- | --- | --- | --- | --- |",
+      f"| {h}x{w} | {s['video_fps_median']:.1f} | {s['median_block_ms']:.0f} ms | {t['first_run_s']:.1f} s | "
+      f"{t['second_run_s']:.1f} s |",
+    ]
+  )
+
+
+def record_table(rec: dict) -> str:
+  t = rec["training"]
+  rows = ["| step | wall time |", "| --- | --- |"]
+  for x in t["timing"]:
+    rows.append(f"| {x['step']} | {x['seconds'] / 60:.1f} min |")
+  rows.append(f"| total | {t['total_seconds'] / 60:.1f} min |")
+  return "\n".join(rows)
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--eval", default="experiments/results/toyworld_eval.json")
+  ap.add_argument("--realtime", default="experiments/results/toyworld_realtime.json")
+  ap.add_argument("--record", default="runs/toyworld/record.json")
+  a = ap.parse_args()
+  for path, fn in ((a.record, record_table), (a.realtime, realtime_table), (a.eval, eval_tables)):
+    if Path(path).is_file():
+      print(f"<!-- from {path} -->")
+      print(fn(json.loads(Path(path).read_text())))
+      print()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
