@@ -1,7 +1,7 @@
 """Markdown tables for the README from the toy world's result JSONs (nothing typed in by hand).
 
-  python experiments/toyworld/report.py [--eval experiments/results/toyworld_eval.json]
-      [--realtime experiments/results/toyworld_realtime.json] [--record runs/toyworld/record.json]
+python experiments/toyworld/report.py [--eval experiments/results/toyworld_eval.json]
+    [--realtime experiments/results/toyworld_realtime.json] [--record runs/toyworld/record.json]
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def eval_tables(res: dict) -> str:
     rows = ["| attribute | first 10 s | last 10 s | change (points) |", "| --- | --- | --- | --- |"]
     for a in ATTRS:
       rows.append(f"| {a} | {pct(first[a])} | {pct(last[a])} | {100 * (last[a] - first[a]):+.1f} |")
-    text += f"\n\n2-minute videos ({r['videos']} prompts, {r['seconds']:.0f} s each), shipped model:\n\n" + "\n".join(rows)
+    text += f"\n\n2-minute videos ({r['videos']} prompts, {r['seconds']:.0f} s each), shipped model:\n\n" + "\n".join(
+      rows
+    )
   return text
 
 
