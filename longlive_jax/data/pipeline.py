@@ -204,6 +204,16 @@ class NpzRecords:
     return {k: str(v[i]) if v.dtype.kind == "U" else v[i] for k, v in self.arrays.items()}
 
 
+def save_npz_records(path: str | Path, **arrays: np.ndarray) -> Path:
+  """Writes stacked record arrays (what :class:`NpzRecords` reads) atomically: a temporary sibling renamed into place."""
+  path = Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(path.name + ".partial.npz")
+  np.savez(tmp, **arrays)
+  tmp.replace(path)
+  return path
+
+
 def npz_dataset(path: str | Path, **kwargs: Any) -> grain.IterDataset:
   """:func:`batched` over the records of an ``.npz`` of stacked arrays (:class:`NpzRecords`); checkpointable
   like the ArrayRecord pipelines. ``kwargs``: the options of :func:`batched`."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from longlive_jax.data.pipeline import save_npz_records
 from longlive_jax.toyworld import grammar
 from longlive_jax.toyworld.render import Scene, Segment, latent_to_video_frame, render
 
@@ -78,21 +79,11 @@ class ClipSource:
     return {"video": render(scene, frames), "caption": scene.segments[0].attrs.caption, "index": np.int64(index)}
 
 
-def _save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-  """Atomic ``np.savez`` (a temporary sibling renamed into place)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".partial.npz")
-  np.savez(tmp, **arrays)
-  tmp.replace(path)
-  return path
-
-
 def build_prompts(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
   """``prompt [num]``: captions of uniformly drawn combinations of ``split``."""
   rng = np.random.default_rng([seed, 1])
   prompts = [grammar.sample_attributes(rng, split=split).caption for _ in range(num)]
-  return _save_npz(path, prompt=np.asarray(prompts))
+  return save_npz_records(path, prompt=np.asarray(prompts))
 
 
 def build_prompt_pairs(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
@@ -103,7 +94,7 @@ def build_prompt_pairs(path: str | Path, *, num: int, seed: int, split: str = "t
     attrs = grammar.sample_attributes(rng, split=split)
     a.append(attrs.caption)
     b.append(grammar.sample_switch(rng, attrs, split=split).caption)
-  return _save_npz(path, prompt_a=np.asarray(a), prompt_b=np.asarray(b))
+  return save_npz_records(path, prompt_a=np.asarray(a), prompt_b=np.asarray(b))
 
 
 def build_latents(
@@ -134,6 +125,6 @@ def build_latents(
     x = jnp.asarray(video, jnp.float32) / 127.5 - 1.0
     lat.append(np.asarray(encode(vae, x), np.float32))  # [b, F, h, w, C]
   emb = encode_text(captions)  # [N, L, D]
-  return _save_npz(
+  return save_npz_records(
     path, latents=np.concatenate(lat), text_embedding=np.asarray(emb, np.float32), prompt=np.asarray(captions)
   )

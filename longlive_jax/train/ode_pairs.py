@@ -116,9 +116,6 @@ def make_pairs(
 
 def save_pairs(path: str | Path, pairs: dict[str, np.ndarray]) -> Path:
   """Atomic ``.npz`` (the ``ode-init`` stage's ``data.source``)."""
-  path = Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".partial.npz")
-  np.savez(tmp, **pairs)
-  tmp.replace(path)
-  return path
+  from longlive_jax.data.pipeline import save_npz_records
+
+  return save_npz_records(path, **pairs)
