@@ -49,7 +49,7 @@ def _resolve_checkpoint(a) -> None:
     a.height = native[0] // stride if native else 60
   if a.width is None:
     a.width = native[1] // stride if native else 104
-  if getattr(a, "fps", "absent") is None:
+  if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
 
 

@@ -118,7 +118,7 @@ def build_latents(
 
   src = ClipSource(num_records=num, latent_frames=latent_frames, size=size, seed=seed)
   drop = np.random.default_rng([seed, 3]).random(num) < caption_dropout
-  captions = [src[i]["caption"] if not drop[i] else "" for i in range(num)]
+  captions = [src.scene(i).segments[0].attrs.caption if not drop[i] else "" for i in range(num)]  # no render
   lat = []
   for s in tqdm(range(0, num, batch), desc="encode clips", unit="batch", disable=not progress):
     video = np.stack([src[i]["video"] for i in range(s, min(s + batch, num))])  # [b, T, H, W, 3]
