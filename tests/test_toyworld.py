@@ -155,6 +155,42 @@ def test_vae_stage_trains_and_exports(tmp_path):
     from longlive_jax import checkpoint
 
     checkpoint.load(out)
+  # a second phase starts from the export (options.init): exactly its weights; another architecture is refused
+  again = VAEStage(vae_config=cfg, optim_config=OptimConfig(lr=1e-3), options=Options(init=str(out)))
+  start = again.init(jax.random.PRNGKey(5), mesh=None).params
+  jax.tree.map(np.testing.assert_array_equal, start, jax.tree.map(np.asarray, stage.export(state)))
+  wider = VAEStage(
+    vae_config=VAEConfig(dim=8, num_res_blocks=1), optim_config=OptimConfig(), options=Options(init=str(out))
+  )
+  with pytest.raises(Exception, match="options.init"):
+    wider.init(jax.random.PRNGKey(5), mesh=None)
+
+
+def test_vae_burn_in_is_cut_from_the_gradient():
+  """``detach_latents``: the burn-in latents run forward only; the trained frames are the same values as without
+  it, and nothing before the end of the burn-in gets a gradient from the frames after it."""
+  from longlive_jax.train.stages.vae import Options, reconstruct
+  from longlive_jax.vae.config import VAEConfig
+  from longlive_jax.vae.model import init_vae
+
+  vae = init_vae(VAEConfig(dim=4, num_res_blocks=1), seed=1)
+  video = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (1, 13, 16, 16, 3)), jnp.float32)  # 4 latents
+  key = jax.random.key(0)
+  full, target_full, *_ = reconstruct(vae, video, key)
+  cut, target, mu_all, mu, _ = reconstruct(vae, video, key, detach=(1, 3))
+  assert cut.shape[1] == 5 and mu_all.shape[1] == 4 and mu.shape[1] == 2  # frame 0 + latent 3's four frames
+  np.testing.assert_allclose(np.asarray(cut), np.asarray(full)[:, [0, 9, 10, 11, 12]], rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(target), np.asarray(target_full)[:, [0, 9, 10, 11, 12]])
+
+  def last_latent(v, detach):  # the decoded frames of latent 3
+    return jnp.sum(reconstruct(vae, v, key, detach=detach)[0][:, -4:] ** 2)
+
+  g_cut = np.asarray(jax.grad(last_latent)(video, (1, 3)))
+  g_full = np.asarray(jax.grad(last_latent)(video, None))
+  assert np.abs(g_full[:, :9]).max() > 0  # without the cut, earlier frames reach latent 3 through the caches
+  assert np.abs(g_cut[:, :9]).max() == 0 and np.abs(g_cut[:, 9:]).max() > 0
+  with pytest.raises(ValueError, match="detach_latents"):
+    Options(detach_latents=(3, 2))
 
 
 def test_ode_sampler_records_the_few_step_states():

@@ -5,6 +5,7 @@
   with the streaming VAE; returns uint8 videos. Block ``b`` draws its noise from ``fold_in(key(seed), b)``.
 * :func:`teacher_videos`: the bidirectional teacher's guided many-step ODE sampling
   (:func:`longlive_jax.train.ode_pairs.sample`), decoded in one pass.
+* :func:`vae_psnr`: the VAE's streaming reconstruction PSNR against the position in the stream.
 * :func:`score`: the judge over a batch: accuracy per attribute (windows of 16 frames, as
   :func:`~longlive_jax.toyworld.judge.judge_video`), per time bin, and switch smoothness.
 
@@ -133,6 +134,31 @@ def teacher_videos(
     )
     out.append(_to_uint8(decode(vae, x0)))
   return np.concatenate(out), {"seconds": time.perf_counter() - t0}
+
+
+def vae_psnr(vae, videos: np.ndarray, *, bin_latents: int = 4, batch: int = 8) -> dict:
+  """Reconstruction PSNR (dB, peak-to-peak 255) of uint8 ``videos [N, T, H, W, 3]`` through the streaming encode
+  and decode (causal caches carried over the whole clip, inference's path), overall and per bin of
+  ``bin_latents`` latents (latent 0 is frame 0, latent ``i`` frames ``4i-3 .. 4i``): a stream that degrades
+  with its length shows as falling bins."""
+  from longlive_jax.vae.stream import decode, encode
+
+  recon = []
+  for s in range(0, len(videos), batch):
+    x = jnp.asarray(videos[s : s + batch], jnp.float32) / 127.5 - 1.0
+    recon.append(_to_uint8(decode(vae, encode(vae, x))))
+  err = np.square(np.concatenate(recon).astype(np.float64) - videos.astype(np.float64))  # [N, T, H, W, 3]
+  per_frame = err.mean(axis=(0, 2, 3, 4))  # [T]
+
+  def psnr(mse: float) -> float:
+    return float(10.0 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+  n_lat = 1 + (len(per_frame) - 1) // 4
+  bins = []
+  for b in range(0, n_lat, bin_latents):
+    s, e = (0 if b == 0 else 4 * b - 3), 4 * min(b + bin_latents, n_lat) - 3
+    bins.append({"latents": [b, min(b + bin_latents, n_lat)], "psnr": psnr(per_frame[s:e].mean())})
+  return {"psnr": psnr(per_frame.mean()), "bins": bins, "videos": len(videos), "frames": len(per_frame)}
 
 
 def score(

@@ -55,6 +55,15 @@ class Options:
       scenes of small objects on plain backgrounds is the background: the squared error keeps the objects).
     log_var_offset: added to the encoder's log-variance channels in training (a negative offset starts the
       posterior narrow, so the decoder sees informative latents from the first steps; inference uses ``mu``).
+    detach_latents: ``[a, b)``: latents ``a .. b-1`` of each clip are a burn-in, run forward only: they are left
+      out of the loss and the feature caches leaving them are cut from the gradient. The latents after ``b``
+      then train the causal caches' steady state deep into a stream (a decoder trained only on the first
+      latents of a stream sees at latent ``k`` a cache state it never saw once ``k`` passes its temporal
+      receptive field, and decodes garbage there) for the backward cost of the trained latents only.
+    first_frame_weight: weight of frame 0 (encoded and decoded alone) in the reconstruction terms against 1 for
+      every later frame (4 makes it count as much as a 4-frame latent).
+    init: a checkpoint folder holding a ``vae`` component (e.g. an earlier vae export) to start from; its
+      config must have the same architecture as ``vae``.
   """
 
   vae: dict = dataclasses.field(default_factory=lambda: {"dim": 8})
@@ -63,6 +72,16 @@ class Options:
   log_var_offset: float = 0.0
   l2_weight: float = 0.0
   crop: int | None = None
+  detach_latents: tuple[int, int] | None = None
+  first_frame_weight: float = 1.0
+  init: str | None = None
+
+  def __post_init__(self):
+    if self.detach_latents is not None:
+      a, b = (int(v) for v in self.detach_latents)
+      if not 0 < a < b:
+        raise ValueError(f"options.detach_latents: need [a, b) with 0 < a < b, got {list(self.detach_latents)}")
+      object.__setattr__(self, "detach_latents", (a, b))
 
 
 @struct.dataclass
@@ -76,25 +95,54 @@ class VAEState:
   mu_sq: Array  # float32 [z]: running mean of its square
 
 
-def reconstruct(vae: WanVAE, video: Array, key: Array, *, log_var_offset: float = 0.0) -> tuple[Array, Array, Array]:
-  """``(x_hat [B, T, H, W, 3], mu, log_var [B, F, h, w, z])``: causal chunked encode, sample, streaming decode."""
-  t = video.shape[1]
+def reconstruct(
+  vae: WanVAE,
+  video: Array,
+  key: Array,
+  *,
+  log_var_offset: float = 0.0,
+  detach: tuple[int, int] | None = None,
+) -> tuple[Array, Array, Array, Array, Array]:
+  """Causal chunked encode, sample, streaming decode of ``video [B, T, H, W, 3]`` (``T = 1 + 4(F - 1)``).
+
+  Frame 0 is encoded / decoded alone, then every 4-frame chunk with the feature caches carried (a Python loop,
+  unrolled: on CPU a ``lax.scan`` over the chunks runs the step about 6x slower). Returns ``(x_hat, target,
+  mu_all, mu, log_var)``: the decoded frames and the input frames of the trained latents (all, or all but the
+  burn-in ``detach = [a, b)``, whose frames are left out and whose outgoing caches are cut from the gradient),
+  the posterior means of every latent ``[B, F, h, w, z]`` and the posterior ``[B, F', h, w, z]`` of the trained.
+  """
+  n = 1 + (video.shape[1] - 1) // 4
+  trained = [i for i in range(n) if detach is None or not detach[0] <= i < detach[1]]
+
+  def frames_of(i: int) -> slice:  # latent 0 is frame 0 alone, latent i >= 1 frames 4i-3 .. 4i
+    return slice(0, 1) if i == 0 else slice(4 * i - 3, 4 * i + 1)
+
+  def carry(feats: Feats, i: int) -> Feats:
+    cache = feats.finish()
+    if detach is not None and i == detach[1] - 1:  # the caches leaving the burn-in carry no gradient
+      cache = jax.lax.stop_gradient(cache)
+    return Feats(cache)
+
   feats = Feats(None)
   mus, lvs = [], []
-  for s, e in [(0, 1), *((i, i + 4) for i in range(1, t, 4))]:  # frame 0, then 4-frame chunks
-    m, lv = vae.encode_moments_chunk(video[:, s:e], feats, first=s == 0)  # [B, 1, h, w, z] each
+  for i in range(n):
+    m, lv = vae.encode_moments_chunk(video[:, frames_of(i)], feats, first=i == 0)  # [B, 1, h, w, z] each
     mus.append(m)
     lvs.append(lv)
-    feats = Feats(feats.finish())
-  mu = jnp.concatenate(mus, axis=1)  # [B, F, h, w, z]
+    feats = carry(feats, i)
+  mu_all = jnp.concatenate(mus, axis=1)  # [B, F, h, w, z]
   log_var = jnp.clip(jnp.concatenate(lvs, axis=1) + log_var_offset, -30.0, 20.0)
-  z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape, mu.dtype)
+  z = mu_all + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu_all.shape, mu_all.dtype)
   feats = Feats(None)
   frames = []
-  for i in range(z.shape[1]):  # latent 0 -> 1 frame, every later latent -> 4
-    frames.append(vae.decode_chunk(z[:, i : i + 1], feats, first=i == 0))
-    feats = Feats(feats.finish())
-  return jnp.concatenate(frames, axis=1), mu, log_var
+  for i in range(n):  # latent 0 -> 1 frame, every later latent -> 4
+    x = vae.decode_chunk(z[:, i : i + 1], feats, first=i == 0)
+    if i in trained:  # burn-in frames never reach the loss (no cotangent, so no backward pass through them)
+      frames.append(x)
+    feats = carry(feats, i)
+  target = jnp.concatenate([video[:, frames_of(i)] for i in trained], axis=1)
+  idx = np.asarray(trained)
+  return jnp.concatenate(frames, axis=1), target, mu_all, mu_all[:, idx], log_var[:, idx]
 
 
 class VAEStage:
@@ -129,8 +177,12 @@ class VAEStage:
     k_model, k_train = jax.random.split(key)
     z = self.vae_config.z_dim
 
+    start = self._init_params()
+
     def make(k_model, k_train):
       params = nnx.to_pure_dict(nnx.state(WanVAE(self.vae_config, rngs=nnx.Rngs(params=k_model)), nnx.Param))
+      if start is not None:
+        params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype), params, start)
       ema = jax.tree.map(lambda p: p * 1.0, params) if self.ema_decay is not None else None
       return VAEState(
         params=params,
@@ -144,15 +196,47 @@ class VAEStage:
 
     return init_sharded(make, mesh, k_model, k_train)
 
+  def _init_params(self) -> dict | None:
+    """The ``vae`` weights of ``options.init`` (None without it), checked against the configured architecture."""
+    from longlive_jax import checkpoint
+
+    path = self.options.init
+    if path is None:
+      return None
+    target = nnx.to_pure_dict(nnx.state(abstract_vae(self.vae_config), nnx.Param))
+    try:
+      _, params = checkpoint.load_component(path, "vae", target=target)
+    except FileNotFoundError as e:
+      raise ValueError(f"options.init: {path}: {e}") from e
+    want = jax.tree.map(lambda a: tuple(a.shape), target)
+    got = jax.tree.map(lambda a: tuple(np.shape(a)), params)
+    if want != got:
+      raise ValueError(f"options.init: {path}: its vae is not the architecture of options.vae")
+    return params
+
   def loss(self, params: Mapping, video: Array, key: Array) -> tuple[Array, dict]:
-    x_hat, mu, log_var = reconstruct(self.model(params), video, key, log_var_offset=self.options.log_var_offset)
-    l1 = jnp.mean(jnp.abs(x_hat.astype(jnp.float32) - video))
-    mse = jnp.mean(jnp.square(jnp.clip(x_hat.astype(jnp.float32), -1.0, 1.0) - video))
+    x_hat, video, mu_all, mu, log_var = reconstruct(
+      self.model(params),
+      video,
+      key,
+      log_var_offset=self.options.log_var_offset,
+      detach=self.options.detach_latents,
+    )
+    w = np.ones((video.shape[1],), np.float32)
+    w[0] = self.options.first_frame_weight
+    w = jnp.asarray(w / w.sum())  # per-frame weights [T'], summing to 1
+
+    def frame_mean(err: Array) -> Array:  # [B, T', H, W, 3] -> weighted mean
+      return jnp.sum(jnp.mean(err, axis=(0, 2, 3, 4)) * w)
+
+    x_hat = x_hat.astype(jnp.float32)
+    l1 = frame_mean(jnp.abs(x_hat - video))
+    mse = jnp.mean(jnp.square(jnp.clip(x_hat, -1.0, 1.0) - video))
     kl = 0.5 * jnp.mean(jnp.square(mu) + jnp.exp(log_var) - 1.0 - log_var)
-    l2 = jnp.mean(jnp.square(x_hat.astype(jnp.float32) - video))
+    l2 = frame_mean(jnp.square(x_hat - video))
     loss = l1 + self.options.l2_weight * l2 + self.options.kl_weight * kl
     aux = {"l1": l1, "kl": kl, "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))}
-    return loss, (aux, jax.lax.stop_gradient(mu))
+    return loss, (aux, jax.lax.stop_gradient(mu_all))
 
   def step(self, state: VAEState, batch: Mapping[str, Array]) -> tuple[VAEState, dict[str, Array]]:
     key = jax.random.fold_in(state.key, state.step)
