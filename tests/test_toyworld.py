@@ -241,3 +241,16 @@ def test_cli_render_and_prompt_errors(tmp_path):
   bad = subprocess.run([*cmd[:-2], "a red circle moves sideways on a blue background", "--out", str(out)],
                        capture_output=True, text=True)  # fmt: skip
   assert bad.returncode == 2 and "Traceback" not in bad.stderr and "'sideways'" in bad.stderr
+
+
+def test_gradient_difference_loss_sees_edges_not_offsets():
+  from longlive_jax.train.stages.vae import gradient_difference
+
+  x = -np.ones((1, 1, 4, 4, 1), np.float32)
+  x[..., :, 2:, :] = 1.0  # a vertical edge between columns 1 and 2
+  shifted = -np.ones_like(x)
+  shifted[..., :, 3:, :] = 1.0  # the same edge one column to the right
+  np.testing.assert_allclose(np.asarray(gradient_difference(jnp.asarray(x), jnp.asarray(x))), [0.0])
+  np.testing.assert_allclose(np.asarray(gradient_difference(jnp.asarray(x + 0.5), jnp.asarray(x))), [0.0], atol=1e-7)
+  # two columns of 4 rows differ by 2 in the horizontal differences: 16 / (4 x 3) elements
+  np.testing.assert_allclose(np.asarray(gradient_difference(jnp.asarray(shifted), jnp.asarray(x))), [4 / 3], rtol=1e-6)
