@@ -254,3 +254,29 @@ def test_gradient_difference_loss_sees_edges_not_offsets():
   np.testing.assert_allclose(np.asarray(gradient_difference(jnp.asarray(x + 0.5), jnp.asarray(x))), [0.0], atol=1e-7)
   # two columns of 4 rows differ by 2 in the horizontal differences: 16 / (4 x 3) elements
   np.testing.assert_allclose(np.asarray(gradient_difference(jnp.asarray(shifted), jnp.asarray(x))), [4 / 3], rtol=1e-6)
+
+
+def test_score_of_ground_truth_videos():
+  """The evaluation's batch scoring on rendered truth: every attribute right, over time too, and a switch of the
+  world's own is continuous."""
+  from longlive_jax.toyworld.evaluate import score
+
+  scripts = [
+    ["a red circle moves right on a blue background", "a red circle moves up on a blue background"],
+    ["a white triangle bounces on a green background", "a yellow triangle bounces on a green background"],
+  ]
+  latents, switch = 24, 12
+  frames = num_video_frames(latents)
+  videos = np.stack(
+    [
+      render(Scene.from_prompts(s, seed=i, switch_frames=[latent_to_video_frame(switch)]), frames)
+      for i, s in enumerate(scripts)
+    ]
+  )
+  res = score(videos, scripts, switch_frames=[switch], bin_s=2.0)
+  assert res["videos"] == 2 and res["seconds"] == frames / 16
+  assert all(v == 1.0 for v in res["accuracy"].values()), res["accuracy"]
+  assert len(res["over_time"]) == 3 and all(b["all"] == 1.0 for b in res["over_time"])
+  assert res["switches"][0]["continuous"] == 1.0 and res["quality_first"] > 0.9 and res["quality_last"] > 0.9
+  wrong = score(videos[::-1], scripts, switch_frames=[switch])  # each video judged against the other's script
+  assert wrong["accuracy"]["background"] == 0.0 and wrong["accuracy"]["all"] < 0.5

@@ -184,8 +184,8 @@ def score(
     "seconds": seconds,
     "accuracy": mean([s.accuracy for s in scores]),
     "over_time": bins,
-    "quality_first": float(np.mean([s.drift.first_quality for s in scores])),
-    "quality_last": float(np.mean([s.drift.last_quality for s in scores])),
+    "quality_first": float(np.mean([s.drift.quality_first for s in scores])),
+    "quality_last": float(np.mean([s.drift.quality_last for s in scores])),
   }
   if switch_frames:
     out["switches"] = [
