@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
-#   VAE (two phases) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
+#   text encoder (pretrained on the grammar) -> VAE (two phases) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
 #   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -25,6 +25,7 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
   mkdir -p "$RUN/done" && touch "$RUN/done/$name"
 }
 
+step text $LL toyworld text --out longlive_jax/toyworld/text_encoder.npz
 step vae $LL train configs/toyworld/vae.yaml
 step vae-long $LL train configs/toyworld/vae_long.yaml
 step latents $LL toyworld latents --vae "$RUN/vae_long/export" --out "$DATA/latents.npz" --num 1200

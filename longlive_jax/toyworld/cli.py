@@ -27,6 +27,11 @@ def add_toyworld(sub) -> None:
   acts = p.add_subparsers(dest="action", metavar="ACTION")
   acts.required = True
 
+  q = acts.add_parser("text", help="pretrain the world's tiny text encoder on its grammar (the shipped weights)")
+  q.add_argument("--out", required=True, help="an .npz (the package's: longlive_jax/toyworld/text_encoder.npz)")
+  q.add_argument("--steps", type=int, default=400)
+  q.add_argument("--seed", type=int, default=0)
+
   q = acts.add_parser("prompts", help="sample training prompts (or prompt pairs) into an .npz")
   q.add_argument("--out", required=True)
   q.add_argument("--num", type=int, required=True)
@@ -72,8 +77,18 @@ def add_toyworld(sub) -> None:
   q.add_argument("--out", required=True, help=".mp4 video or .png strip")
 
 
+def _text(a) -> int:
+  from longlive_jax.toyworld.text_train import pretrain, save_params
+
+  params, metrics = pretrain(steps=a.steps, seed=a.seed, progress=True)
+  out = save_params(a.out, params)
+  print(f"wrote {out}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+  return 0
+
+
 def cmd_toyworld(a) -> int:
   return {
+    "text": _text,
     "prompts": _prompts,
     "latents": _latents,
     "ode-pairs": _ode_pairs,

@@ -48,7 +48,7 @@ def assemble(
   once to the compute dtype); the text encoder is the world's frozen umT5 in float32.
   """
   from longlive_jax import checkpoint
-  from longlive_jax.toyworld.text import TEXT_CONFIG, init_text_params, write_tokenizer
+  from longlive_jax.toyworld.text import TEXT_CONFIG, text_params, write_tokenizer
 
   cfg, params, adapter, info = checkpoint.load(dit_checkpoint)
   if adapter is not None:
@@ -77,7 +77,7 @@ def assemble(
       meta=info_meta,
       components={
         "vae": (vae_params, {**vae_meta, "param_dtype": dtype}),
-        "umt5": (init_text_params(), TEXT_CONFIG.to_dict()),
+        "umt5": (text_params(), TEXT_CONFIG.to_dict()),
       },
       files={"tokenizer": tok},
       overwrite=overwrite,

@@ -6,11 +6,11 @@
   ``</s>`` 1, ``<unk>`` 2, then the words. A word outside the vocabulary raises
   :class:`~longlive_jax.text.tokenizer.UnknownWordError` naming it and listing the vocabulary.
 * Encoder: the project's umT5 architecture (:mod:`longlive_jax.text.model`) at a tiny size
-  (:data:`TEXT_CONFIG`), randomly initialised from :data:`TEXT_SEED` and **frozen**: the DiT's
-  cross-attention learns to read it. Frozen keeps every training stage's text embeddings fixed (they
-  can be precomputed) and removes one network from the recipe; the held-out accuracy of the shipped
-  model measures whether it generalises (see the README). The released model stores these weights, so
-  it does not depend on this seed reproducing across JAX versions.
+  (:data:`TEXT_CONFIG`), pretrained on the grammar (:mod:`longlive_jax.toyworld.text_train`: each token learns
+  to name the prompt's four attributes, so that a colour word knows whether it is the object's or the
+  background's; at its random initialisation the encoder is a near bag of words) and then **frozen**: the
+  shipped weights are :data:`TEXT_WEIGHTS`, every training stage's embeddings are fixed (they can be
+  precomputed), and the whole-model checkpoint stores them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from longlive_jax.toyworld.grammar import VOCABULARY
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 TEXT_LEN = 16  # prompts of the grammar are at most 10 words + </s>
 TEXT_SEED = 0
+TEXT_WEIGHTS = Path(__file__).parent / "text_encoder.npz"  # `longlive-jax toyworld text --out` this file
 TEXT_CONFIG = UMT5Config(vocab=32, dim=64, dim_attn=64, dim_ffn=128, num_heads=4, num_layers=2, num_buckets=32)
 
 
@@ -57,8 +58,19 @@ def write_tokenizer(folder: str | Path) -> Path:
   return folder
 
 
+def text_params() -> dict:
+  """The world's frozen, grammar-pretrained encoder parameters (:data:`TEXT_WEIGHTS`), float32 numpy."""
+  from longlive_jax.toyworld.text_train import load_params
+
+  if not TEXT_WEIGHTS.exists():
+    raise FileNotFoundError(
+      f"{TEXT_WEIGHTS} is missing: make it with 'longlive-jax toyworld text --out {TEXT_WEIGHTS}'"
+    )
+  return load_params(TEXT_WEIGHTS)
+
+
 def init_text_params() -> dict:
-  """The frozen encoder's parameters (``TEXT_CONFIG`` initialised from ``TEXT_SEED``), float32 numpy."""
+  """The encoder at its seeded initialisation (``TEXT_CONFIG`` from ``TEXT_SEED``): pretraining's start."""
   import jax
 
   from longlive_jax.text.model import init_model, params_of
@@ -69,7 +81,7 @@ def init_text_params() -> dict:
 class TextEncoder:
   """Prompts -> ``[N, TEXT_LEN, 64]`` float32 embeddings (zero rows past each prompt), memoised per prompt.
 
-  ``params`` defaults to the frozen initialisation; ``tokenizer_dir`` to a fresh copy of the world's
+  ``params`` defaults to the shipped, grammar-pretrained weights (:func:`text_params`); ``tokenizer_dir`` to a fresh copy of the world's
   tokenizer. Raises ``UnknownWordError`` for words outside the vocabulary.
   """
 
@@ -79,7 +91,7 @@ class TextEncoder:
     from longlive_jax.text.model import model_from_params
     from longlive_jax.text.tokenizer import UMT5Tokenizer
 
-    self.model = model_from_params(TEXT_CONFIG, params if params is not None else init_text_params())
+    self.model = model_from_params(TEXT_CONFIG, params if params is not None else text_params())
     if tokenizer_dir is None:
       with tempfile.TemporaryDirectory() as tmp:
         self.tokenizer = UMT5Tokenizer.from_folder(write_tokenizer(tmp))
