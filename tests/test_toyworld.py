@@ -116,6 +116,32 @@ def test_text_encoder_vocabulary_and_determinism():
     enc(["a crimson circle moves right on a blue background"])
 
 
+def _cos(x, y) -> float:
+  x, y = np.ravel(x), np.ravel(y)
+  return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+
+def test_text_encoder_knows_the_role_of_each_word(tmp_path):
+  """The shipped encoder tells the object's colour from the background's (its random initialisation cannot:
+  the reason it is pretrained), and pretraining is what does it."""
+  from longlive_jax.toyworld.text import TextEncoder, init_text_params
+  from longlive_jax.toyworld.text_train import load_params, pretrain, save_params
+
+  a, b = PROMPT, "a blue circle moves right on a red background"  # PROMPT: a red circle ... on a blue background
+  red = 1, 7  # "red": the object's colour in a, the background's in b
+  for params, same in ((None, False), (init_text_params(), True)):
+    e = TextEncoder(params=params)([a, b])
+    pooled = _cos(e[0].mean(0), e[1].mean(0))
+    assert (pooled > 0.99) == same and (_cos(e[0][red[0]], e[1][red[1]]) > 0.99) == same, pooled
+  params, metrics = pretrain(steps=40, seed=3)  # a short run already learns some of the probe
+  assert metrics["train_token_accuracy"] > 0.5 and metrics["held_out_token_accuracy"] > 0.4, metrics
+  path = save_params(tmp_path / "text.npz", params)
+  jax.tree.map(np.testing.assert_array_equal, load_params(path), params)
+  np.savez(tmp_path / "other.npz", x=np.zeros(3))
+  with pytest.raises(ValueError, match="not the toy world's text encoder"):
+    load_params(tmp_path / "other.npz")
+
+
 def test_vae_stage_trains_and_exports(tmp_path):
   from longlive_jax import pipeline
   from longlive_jax.train.optim import OptimConfig
