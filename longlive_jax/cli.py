@@ -8,18 +8,20 @@ Subcommands:
   interactive  stream with prompt switches (jsonl script or live stdin) and KV-recache
   train     train a stage (vae, teacher, ode-init, self-forcing, streaming-long) from a YAML config
   toyworld  the toy world: data preparation, ODE pairs, model assembly, ground-truth rendering
+  serve     the studio: steer a live video from a web page
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from longlive_jax import cli_stream
 from longlive_jax.config import PRESETS, ConfigError
 from longlive_jax.convert.errors import CheckpointError
-from longlive_jax.stream.run import StreamInputError
+from longlive_jax.stream.run import StreamFailure, StreamInputError
 from longlive_jax.text.tokenizer import TokenizerError
 from longlive_jax.toyworld.grammar import PromptError
 
@@ -67,8 +69,51 @@ def _add_convert(sub):
   p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _check_convert_args(a) -> None:
+  """The command line's own values, checked before anything is read (the input files are the converter's)."""
+  import math
+  from pathlib import Path
+
+  if a.wan_dir:
+    ignored = [f for f, v in (("--lora", a.lora), ("--lora-key", a.lora_key), ("--container", a.container),
+                              ("--num-heads", a.num_heads), ("--lora-alpha", a.lora_alpha)) if v is not None]  # fmt: skip
+    ignored += ["--lora-mode"] if a.lora_mode != "merge" else []
+    if ignored:
+      raise ConfigError(
+        f"{', '.join(ignored)}: go(es) with SRC (a DiT checkpoint), not with --wan-dir (the whole model)"
+      )
+  else:
+    ignored = [f for f, v in (("--no-lora", a.no_lora), ("--ema", a.ema)) if v]
+    if ignored:
+      raise ConfigError(f"{', '.join(ignored)}: go(es) with --wan-dir (the whole model), not with SRC")
+  if a.num_heads is not None and a.num_heads < 1:
+    raise ConfigError(f"--num-heads {a.num_heads}: must be at least 1")
+  if a.lora_alpha is not None and not (math.isfinite(a.lora_alpha) and a.lora_alpha > 0):
+    raise ConfigError(f"--lora-alpha {a.lora_alpha:g}: must be a positive number")
+  out = Path(a.out)
+  if out.exists() and not out.is_dir():
+    raise ConfigError(f"--out {out}: is a file; the output is a checkpoint folder")
+  for d in out.parents:
+    if d.exists():
+      if not d.is_dir():
+        raise ConfigError(f"--out {out}: {d} is a file, not a folder")
+      break
+  if a.config and a.config.lower() not in PRESETS and Path(a.config).is_file():
+    from longlive_jax.train.config import check_model_fields
+
+    try:
+      d = json.loads(Path(a.config).read_text())
+    except (OSError, ValueError) as e:
+      raise ConfigError(f"--config {a.config}: not a readable JSON file ({e})") from e
+    if not isinstance(d, dict):
+      raise ConfigError(f"--config {a.config}: holds {type(d).__name__}, not a JSON object of config fields")
+    check_model_fields(d, f"--config {a.config}: ", strict=True)
+
+
 def _cmd_convert(a) -> int:
   from longlive_jax.convert.run import convert_dit
+
+  _check_convert_args(a)
 
   if a.wan_dir:
     if a.src:
@@ -133,57 +178,47 @@ def _add_inspect(sub):
   p.add_argument("checkpoint", help="checkpoint folder written by 'longlive-jax convert'")
 
 
+def _count_params(folder) -> int | None:
+  """Parameters of one Orbax item folder, from its array metadata (nothing is loaded); None if unreadable."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+
+  try:
+    m = ocp.StandardCheckpointer().metadata(str(folder))
+  except Exception:  # noqa: BLE001 (a component saved some other way: no count rather than a crash)
+    return None
+  leaves = jax.tree.leaves(getattr(m, "item_metadata", m), is_leaf=lambda x: hasattr(x, "shape"))
+  return sum(int(np.prod(x.shape)) for x in leaves)
+
+
 def _cmd_inspect(a) -> int:
+  from pathlib import Path
+
   from longlive_jax import checkpoint
 
   info = checkpoint.read_meta(a.checkpoint)
   print(json.dumps(info, indent=2))
+  root = Path(a.checkpoint)
+  parts = [("dit", "params")] if info.get("config") is not None else []
+  parts += [("lora adapter", "lora")] if info.get("has_adapter") else []
+  parts += [(name, name) for name in info.get("components") or {}]
+  counts = {name: _count_params(root / sub) for name, sub in parts}
+  text = ", ".join(f"{k} {v:,}" if v is not None else f"{k} unknown" for k, v in counts.items()) or "none"
+  print(f"parameters: {text}")
   return 0
 
 
 def _add_parity(sub):
-  p = sub.add_parser(
-    "parity",
-    help="check this installation against the golden PyTorch reference cases",
-    description=(
-      "Run every golden case (folders with case.json) and report the max abs error of each output against its "
-      "tolerance. Kinds not implemented yet are listed with the issue that brings them."
-    ),
-  )
-  p.add_argument("--golden", help="folder of cases (default: $LONGLIVE_GOLDEN_DIR or ../shared/golden)")
-  p.add_argument("--case", action="append", help="only this case folder name (repeatable)")
-  p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+  from longlive_jax.parity import add_parser
+
+  add_parser(sub)
 
 
 def _cmd_parity(a) -> int:
-  from pathlib import Path
+  from longlive_jax.parity import cmd_parity
 
-  from longlive_jax import golden
-
-  root = Path(a.golden) if a.golden else golden.golden_dir()
-  cases = golden.discover(root)
-  if a.case:
-    cases = [c for c in cases if c.name in set(a.case)]
-  if not cases:
-    print(f"no golden cases found under {root}", file=sys.stderr)
-    return 2
-  results, failed = [], 0
-  for c in cases:
-    try:
-      r = golden.run_case(c)
-    except golden.UnsupportedKind as e:
-      print(f"[todo] {c.name}: {e}")
-      results.append({"case": c.name, "status": "unsupported", "reason": str(e)})
-      continue
-    status = "ok" if r.passed else "FAIL"
-    failed += not r.passed
-    print(f"[{status}] {c.name} ({r.kind})")
-    for cmp in r.comparisons:
-      print(f"      {cmp.name:32s} max|err| {cmp.max_abs_err:.3e}  (atol {cmp.atol:.0e}, rtol {cmp.rtol:.0e})")
-    results.append({"case": c.name, "kind": r.kind, "status": status, "comparisons": [vars(x) for x in r.comparisons]})
-  if a.json_out:
-    Path(a.json_out).write_text(json.dumps(results, indent=2))
-  return 1 if failed else 0
+  return cmd_parity(a)
 
 
 def _cmd_toyworld(a) -> int:
@@ -236,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
   except (CheckpointError, ConfigError, StreamInputError, PromptError, TokenizerError) as e:
     print(f"longlive-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
-  except KeyboardInterrupt:
-    print(f"longlive-jax {args.command}: interrupted", file=sys.stderr)
-    return 130
+  except StreamFailure as e:  # the stream went wrong (e.g. NaN latents); what came before was written
+    print(f"longlive-jax {args.command}: error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM in generate / interactive (stream.run.Interrupted)
+    signum = getattr(e, "signum", signal.SIGINT)
+    print(f"longlive-jax {args.command}: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+    return 128 + signum

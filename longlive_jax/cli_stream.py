@@ -1,7 +1,17 @@
-"""``longlive-jax generate`` and ``longlive-jax interactive``: streaming generation from the command line."""
+"""``longlive-jax generate`` and ``longlive-jax interactive``: streaming generation from the command line.
+
+Every option, output path and prompt file is checked before the model is loaded (one
+:class:`~longlive_jax.stream.run.StreamInputError` naming the culprit, exit status 2). Outputs are
+written under temporary names and renamed into place; an existing output is replaced only with
+``--overwrite``. Ctrl-C and SIGTERM stop after the current block and keep what was generated.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import signal
 import sys
 from pathlib import Path
 
@@ -9,6 +19,9 @@ import numpy as np
 
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES, Switch
+
+VIDEO_SUFFIX, LATENTS_SUFFIX = ".mp4", ".npz"
+OUT_SUFFIXES = (VIDEO_SUFFIX, LATENTS_SUFFIX)
 
 
 def _add_stream_options(p) -> None:
@@ -22,27 +35,32 @@ def _add_stream_options(p) -> None:
     "--height", type=int, help="latent height (default: the checkpoint's native resolution / 8, else 60 = 480 px)"
   )
   p.add_argument("--width", type=int, help="latent width (default: the checkpoint's native resolution / 8, else 104)")
-  p.add_argument("--seed", type=int, default=0, help="PRNG seed of the noise (block b draws from fold_in(seed, b))")
+  p.add_argument(
+    "--seed", type=int, default=0, help="PRNG seed of the noise, 0 to 2**32 - 1 (block b draws from fold_in(seed, b))"
+  )
   p.add_argument("--block-frames", type=int, default=3, help="latent frames per block (num_frame_per_block)")
   p.add_argument("--sink", type=int, default=3, help="sink frames kept forever (sink_size)")
   p.add_argument("--window", type=int, default=12, help="attention window in frames, incl. sink (local_attn_size)")
   p.add_argument(
     "--relative-rope", action="store_true", help="infinity mode: RoPE relative to the window, no 1024-frame limit"
   )
-  p.add_argument("--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass (default 0)")
+  p.add_argument(
+    "--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass, 0 to 1000 (default 0)"
+  )
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _resolve_checkpoint(a) -> None:
+def _resolve_checkpoint(a) -> dict:
   """Fills the defaults that come from the model: the checkpoint (the shipped toy-world model when none is
-  given), the latent size (its native resolution) and the frame rate."""
+  given), the latent size (its native resolution) and the frame rate. Returns the checkpoint's metadata."""
   from longlive_jax import checkpoint
   from longlive_jax.toyworld.model import default_checkpoint
 
   if a.checkpoint is None:
     a.checkpoint = str(default_checkpoint())
-  meta = checkpoint.read_meta(a.checkpoint).get("meta") or {}
+  info = checkpoint.read_meta(a.checkpoint)
+  meta = info.get("meta") or {}
   native = meta.get("native_resolution")
   stride = 8  # the Wan VAE's spatial stride
   if a.height is None:
@@ -51,14 +69,13 @@ def _resolve_checkpoint(a) -> None:
     a.width = native[1] // stride if native else 104
   if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
+  return info
 
 
 def enable_compile_cache() -> None:
   """JAX's persistent compilation cache (``$LONGLIVE_JAX_CACHE``, default ``~/.cache/longlive_jax/xla``): a
   second run of the same model and shape loads its compiled block step instead of compiling it (the first
   frame comes seconds sooner). ``LONGLIVE_JAX_CACHE=off`` disables it."""
-  import os
-
   import jax
 
   where = os.environ.get("LONGLIVE_JAX_CACHE", str(Path.home() / ".cache" / "longlive_jax" / "xla"))
@@ -69,23 +86,39 @@ def enable_compile_cache() -> None:
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
-def _opts(a) -> srun.StreamOptions:
-  enable_compile_cache()
-  _resolve_checkpoint(a)
-  return srun.StreamOptions(
-    frames=a.frames,
-    height=a.height,
-    width=a.width,
-    seed=a.seed,
-    block_frames=a.block_frames,
-    sink_frames=a.sink,
-    window_frames=a.window,
-    relative_rope=a.relative_rope,
-    global_sink=not getattr(a, "no_global_sink", False),
-    switch_mode=getattr(a, "switch_mode", "recache"),
-    context_noise=a.context_noise,
-    dtype=a.dtype,
-  )
+class _Model:
+  """What the checks need before any loading: the options, the checkpoint folder and its DiT config."""
+
+  def __init__(self, a):
+    from longlive_jax.config import WanConfig
+    from longlive_jax.convert.errors import CheckpointError
+
+    info = _resolve_checkpoint(a)
+    if info.get("config") is None:
+      have = ", ".join(info.get("components") or {}) or "nothing"
+      raise CheckpointError(f"{a.checkpoint}: holds no diffusion transformer (only: {have})")
+    self.ckpt = a.checkpoint
+    self.cfg = WanConfig.from_dict(info["config"])
+    self.components = set(info.get("components") or {})
+    self.opts = srun.StreamOptions(
+      frames=a.frames,
+      height=a.height,
+      width=a.width,
+      seed=a.seed,
+      block_frames=a.block_frames,
+      sink_frames=a.sink,
+      window_frames=a.window,
+      relative_rope=a.relative_rope,
+      global_sink=not getattr(a, "no_global_sink", False),
+      switch_mode=getattr(a, "switch_mode", "recache"),
+      context_noise=a.context_noise,
+      dtype=a.dtype,
+    )
+    srun.check_length(self.opts, self.cfg.rope_max_len)
+
+  def load(self):
+    enable_compile_cache()
+    return srun.load_streamer(self.ckpt, self.opts)
 
 
 def _is_embedding(prompt: str) -> bool:
@@ -94,26 +127,40 @@ def _is_embedding(prompt: str) -> bool:
 
 class _Prompts:
   """Turns prompts into embeddings: a ``.npy`` / ``.npz`` path (relative to ``base``) is read as is; text goes
-  through the checkpoint's umT5 encoder (loaded on first use, released by :meth:`release`)."""
+  through the checkpoint's umT5 encoder (loaded on first use, released by :meth:`release`).
 
-  def __init__(self, streamer, checkpoint_dir: str, base: Path | None = None):
-    self.cfg, self.ckpt, self.base = streamer.cfg, checkpoint_dir, base
+  :meth:`check` validates a prompt before the model is loaded: embedding files are read (shape, width,
+  values), text needs the checkpoint's text encoder.
+  """
+
+  def __init__(self, model: _Model, base: Path | None = None):
+    self.cfg, self.ckpt, self.base, self.components = model.cfg, model.ckpt, base, model.components
     self.encoder = None
+
+  def _read(self, prompt: str) -> np.ndarray:
+    path = Path(prompt)
+    if self.base is not None and not path.is_absolute():
+      path = self.base / path
+    return srun.read_embedding(path, text_len=self.cfg.text_len, text_dim=self.cfg.text_dim)
+
+  def check(self, prompt: str) -> int:
+    """The prompt's batch size (1 for text); a :class:`StreamInputError` naming it if it cannot be used."""
+    if _is_embedding(prompt):
+      return int(self._read(prompt).shape[0])
+    if "umt5" not in self.components:
+      raise srun.StreamInputError(
+        f"prompt {prompt!r}: text prompts need the umT5 text encoder, which {self.ckpt} does not hold; convert "
+        "the whole model (longlive-jax convert --wan-dir ...) or give a precomputed embedding (.npy / .npz)"
+      )
+    return 1
 
   def __call__(self, prompt: str) -> np.ndarray:
     if _is_embedding(prompt):
-      path = Path(prompt)
-      if self.base is not None and not path.is_absolute():
-        path = self.base / path
-      return srun.read_embedding(path, text_len=self.cfg.text_len, text_dim=self.cfg.text_dim)
+      return self._read(prompt)
+    self.check(prompt)
     if self.encoder is None:
       from longlive_jax import pipeline
 
-      if not pipeline.has_component(self.ckpt, "umt5"):
-        raise srun.StreamInputError(
-          f"prompt {prompt!r}: text prompts need the umT5 text encoder, which {self.ckpt} does not hold; convert "
-          "the whole model (longlive-jax convert --wan-dir ...) or give a precomputed embedding (.npy / .npz)"
-        )
       self.encoder = pipeline.TextEncoder(self.ckpt, text_len=self.cfg.text_len)
     from longlive_jax.text.tokenizer import TokenizerError
 
@@ -128,23 +175,117 @@ class _Prompts:
       self.encoder = None
 
 
-def _outputs(a, checkpoint_dir: str, out: Path):
-  """``(latents_path | None, video sink | None)`` for ``--out`` (.npz latents, or .mp4 video) and ``--png-dir``."""
-  video = out if out.suffix == ".mp4" else None
-  latents = getattr(a, "latents", None) or (None if video is not None else out)
-  sink = None
-  if video is not None or getattr(a, "png_dir", None):
+# ------------------------------------------------------------------------------------------- outputs
+
+
+def _check_writable_file(path: Path, what: str, *, overwrite: bool) -> None:
+  """``path`` can become a file: not a folder, not an existing file (unless ``overwrite``), in a folder that
+  exists or can be created and is writable."""
+  if path.is_dir():
+    raise srun.StreamInputError(f"{what} {path}: is a folder; give a file name ending in {' or '.join(OUT_SUFFIXES)}")
+  if path.exists() and not overwrite:
+    raise srun.StreamInputError(f"{what} {path}: already exists; pass --overwrite to replace it")
+  _check_folder_creatable(path.parent, f"{what} {path}")
+
+
+def _check_folder_creatable(folder: Path, what: str) -> None:
+  for d in [folder, *folder.parents]:
+    if d.exists():
+      if not d.is_dir():
+        raise srun.StreamInputError(f"{what}: {d} is a file, not a folder")
+      if not os.access(d, os.W_OK | os.X_OK):
+        raise srun.StreamInputError(f"{what}: cannot write into {d} (permission denied)")
+      return
+
+
+_FRAME_FILE = re.compile(r"frame_\d+\.png")
+
+
+def _frame_files(folder: Path) -> list[Path]:
+  """The PNG frames of an earlier run in ``folder`` (and its per-sample subfolders 0, 1, ...)."""
+  if not folder.is_dir():
+    return []
+  dirs = [folder, *(d for d in folder.iterdir() if d.is_dir() and d.name.isdigit())]
+  return [f for d in dirs for f in d.iterdir() if _FRAME_FILE.fullmatch(f.name)]
+
+
+def _check_png_dir(folder: Path, *, overwrite: bool) -> None:
+  if folder.exists() and not folder.is_dir():
+    raise srun.StreamInputError(f"--png-dir {folder}: is a file, not a folder")
+  if _frame_files(folder) and not overwrite:
+    raise srun.StreamInputError(f"--png-dir {folder}: already holds PNG frames; pass --overwrite to replace them")
+  _check_folder_creatable(folder, f"--png-dir {folder}")
+
+
+class _Target:
+  """The files of one video: ``out`` (.mp4 or .npz), the latents (.npz) and a PNG folder, checked before any work."""
+
+  def __init__(self, out: Path, *, latents: str | None, png_dir: str | None, batch: int, overwrite: bool):
+    self.out = out
+    self.video = out if out.suffix == VIDEO_SUFFIX else None
+    self.latents = Path(latents) if latents else (None if self.video is not None else out)
+    self.png_dir = Path(png_dir) if png_dir else None
+    self.overwrite = overwrite
+    files = [(self.latents, "--latents" if latents else "--out")] if self.latents is not None else []
+    if self.video is not None:
+      files += [(p, "--out") for p in self.videos(batch)]
+    for path, what in files:
+      _check_writable_file(path, what, overwrite=overwrite)
+    if self.png_dir is not None:
+      _check_png_dir(self.png_dir, overwrite=overwrite)
+
+  def videos(self, batch: int) -> list[Path]:
+    """The mp4 files the video sink writes (``stem_i.mp4`` per sample when the prompts hold a batch)."""
+    v = self.video
+    return [v] if batch == 1 else [v.with_name(f"{v.stem}_{i}{VIDEO_SUFFIX}") for i in range(batch)]
+
+  def sink(self, model: _Model, fps: float):
+    """The VAE video sink (None for latents only); frames of an earlier run are removed (--overwrite)."""
+    if self.video is None and self.png_dir is None:
+      return None
     from longlive_jax import pipeline
 
-    pipeline.require_components(checkpoint_dir, ["vae"], why="writing video")
-    sink = pipeline.VideoSink(checkpoint_dir, video_path=video, png_dir=a.png_dir, fps=a.fps)
-  return latents, sink
+    if self.png_dir is not None:
+      for f in _frame_files(self.png_dir):
+        f.unlink()
+    return pipeline.VideoSink(model.ckpt, video_path=self.video, png_dir=self.png_dir, fps=fps)
+
+
+def _check_out_suffix(out: Path, *, folder_ok: bool = False) -> None:
+  if out.suffix in OUT_SUFFIXES or (folder_ok and not out.suffix):
+    return
+  accepted = " or ".join(OUT_SUFFIXES) + (" or a folder" if folder_ok else "")
+  got = f"extension {out.suffix!r}" if out.suffix else "no extension"
+  raise srun.StreamInputError(f"--out {out}: {got}; accepted: {accepted} (video or latents)")
+
+
+def _check_common(a) -> None:
+  """The options every stream command shares that need nothing but their own values."""
+  if a.fps is not None and not (math.isfinite(a.fps) and a.fps > 0):
+    raise srun.StreamInputError(f"--fps {a.fps:g}: must be a positive frame rate (frames per second)")
+  if a.latents is not None and Path(a.latents).suffix != LATENTS_SUFFIX:
+    raise srun.StreamInputError(f"--latents {a.latents}: must end in {LATENTS_SUFFIX}")
+  if a.latents is not None and Path(a.out).suffix == LATENTS_SUFFIX:
+    raise srun.StreamInputError(
+      f"--latents {a.latents}: goes with a video --out (.mp4); --out {a.out} already receives the latents"
+    )
+
+
+def _need_vae(model: _Model, target: _Target) -> None:
+  if target.video is not None or target.png_dir is not None:
+    from longlive_jax import pipeline
+
+    pipeline.require_components(model.ckpt, ["vae"], why="writing video")
+
+
+# ----------------------------------------------------------------------------------------- commands
 
 
 def _add_output_options(p) -> None:
   p.add_argument("--latents", help="also save the latents to this .npz when --out is a video")
   p.add_argument("--png-dir", help="also write every video frame as a PNG into this folder")
   p.add_argument("--fps", type=float, help="video frame rate (default: the checkpoint's, else 16 as LongLive)")
+  p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist (default: refuse)")
 
 
 def add_generate(sub) -> None:
@@ -156,50 +297,80 @@ def add_generate(sub) -> None:
       "pass), with a progress bar. PROMPT is text (needs a whole-model checkpoint: longlive-jax convert --wan-dir) "
       "or a precomputed embedding (.npy / .npz). --out x.mp4 decodes each block with the VAE and appends it to the "
       "video as it is generated; --out x.npz saves latents [B, T, C, H, W] (LongLive layout) and the settings that "
-      "reproduce them."
+      "reproduce them. Outputs are written under temporary names and renamed when complete; existing files are "
+      "replaced only with --overwrite. Ctrl-C / SIGTERM stop after the current block and keep what was generated."
     ),
   )
   p.add_argument("prompt", help="the prompt text, or an embedding file: .npy / .npz, [text_len, text_dim]")
   p.add_argument("--out", required=True, help="output: .mp4 (video) or .npz (latents)")
   p.add_argument(
-    "--offline", action="store_true", help="run all blocks in one compiled lax.scan (latents only, no per-block bar)"
+    "--offline", action="store_true", help="run the blocks in compiled lax.scan chunks (latents only, no video)"
   )
   _add_output_options(p)
   _add_stream_options(p)
 
 
-def cmd_generate(a) -> int:
-  opts = _opts(a)
-  st = srun.load_streamer(a.checkpoint, opts)
-  prompts = _Prompts(st, a.checkpoint)
-  ctx = prompts(a.prompt)
-  prompts.release()
-  out = Path(a.out)
-  if a.offline:
-    if out.suffix == ".mp4":
-      raise srun.StreamInputError("--offline writes latents only: give --out x.npz")
-    meta = srun.run_offline(st, ctx, opts=opts, out_path=out, prompt=a.prompt)
-    print(f"wrote {out}: {meta['frames']} latent frames in {meta['seconds']:.1f} s")
-    return 0
-  latents, sink = _outputs(a, a.checkpoint, out)
-  try:
-    meta = srun.run_stream(
-      st, [ctx], [], opts=opts, out_path=latents, prompts=[a.prompt], on_block=sink, progress=not a.quiet
-    )
-  finally:
-    if sink is not None:
-      sink.close()
+def _say(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+def _finish(command: str, out: Path, meta: dict, sink, stop: srun.StopSignals) -> int:
   _report(out, meta, sink)
+  if meta["status"] == "interrupted" and stop.signum is not None:
+    _say(f"longlive-jax {command}: interrupted by {signal.Signals(stop.signum).name}; kept what was generated")
+    return 128 + stop.signum
   return 0
+
+
+def cmd_generate(a) -> int:
+  out = Path(a.out)
+  _check_out_suffix(out)
+  _check_common(a)
+  if a.offline and (out.suffix == VIDEO_SUFFIX or a.png_dir):
+    raise srun.StreamInputError("--offline writes latents only: give --out x.npz and no --png-dir")
+  with srun.StopSignals(say=_say) as stop:
+    model = _Model(a)
+    prompts = _Prompts(model)
+    batch = prompts.check(a.prompt)
+    target = _Target(out, latents=a.latents, png_dir=a.png_dir, batch=batch, overwrite=a.overwrite)
+    _need_vae(model, target)
+    st = model.load()
+    ctx = prompts(a.prompt)
+    prompts.release()
+    if a.offline:
+      with stop.deferred():
+        meta = srun.run_offline(
+          st, ctx, opts=model.opts, out_path=out, prompt=a.prompt, stop=stop, progress=not a.quiet
+        )
+      return _finish("generate", out, meta, None, stop)
+    sink = target.sink(model, a.fps)
+    with stop.deferred():
+      try:
+        meta = srun.run_stream(
+          st,
+          [ctx],
+          [],
+          opts=model.opts,
+          out_path=target.latents,
+          prompts=[a.prompt],
+          on_block=sink,
+          progress=not a.quiet,
+          stop=stop,
+        )
+      finally:
+        if sink is not None:
+          sink.close()  # finishes the video under its temporary name, then renames it into place
+    return _finish("generate", out, meta, sink, stop)
 
 
 def _report(out: Path, meta: dict, sink) -> None:
   what = f"{meta['frames']} latent frames"
   if sink is not None:
     what += f" -> {sink.frames} video frames"
+  status = "" if meta["status"] == "complete" else f" ({meta['status']})"
   print(
     f"wrote {out}: {what} in {meta['seconds']:.1f} s (first block {meta['first_block_seconds']:.1f} s), "
-    f"switches at {meta['switch_frames']}"
+    f"switches at {meta['switch_frames']}{status}"
   )
 
 
@@ -210,9 +381,10 @@ def add_interactive(sub) -> None:
     description=(
       "Interactive generation with KV-recache at every prompt switch. PROMPTS is LongLive's jsonl: one video per "
       'line, {"prompts": [p0, p1, ...], "switch_frame_indices": [f1, ...]} (the indices may come from '
-      "--switch-frames instead); each prompt is an embedding file path relative to the jsonl. With --live, the "
-      "first prompt starts the video and every line typed on stdin (an embedding path) becomes the prompt from "
-      f"the next block on; '{srun.QUIT}' stops early."
+      "--switch-frames instead, for lines without their own; switches happen at block boundaries: multiples of "
+      "--block-frames); each prompt is an embedding file path relative to the jsonl, or text. With --live, the "
+      "first prompt starts the video and every line typed on stdin (text or an embedding path) becomes the prompt "
+      f"from the next block on (a line that cannot be used is reported and ignored); '{srun.QUIT}' stops early."
     ),
   )
   p.add_argument("prompts", help="jsonl prompt script, or with --live the first prompt (text or embedding file)")
@@ -239,39 +411,96 @@ def _parse_frames(text: str | None) -> list[int] | None:
     raise srun.StreamInputError(f"--switch-frames {text!r}: expected comma-separated integers") from None
 
 
-def cmd_interactive(a) -> int:
-  opts = _opts(a)
-  st = srun.load_streamer(a.checkpoint, opts)
-  if a.live:
-    prompts = _Prompts(st, a.checkpoint)  # kept loaded: typed prompts are encoded as they come
-    live = srun.LivePrompts(sys.stdin)
-    print(f"live mode: type a prompt (or an embedding path) to switch, '{srun.QUIT}' to stop", file=sys.stderr)
-    out = Path(a.out)
-    latents, sink = _outputs(a, a.checkpoint, out)
+def _cmd_live(a, stop: srun.StopSignals) -> int:
+  out = Path(a.out)
+  _check_out_suffix(out)
+  if a.switch_frames is not None or a.line is not None:
+    raise srun.StreamInputError("--switch-frames and --line go with a jsonl script, not --live (type the prompts)")
+  model = _Model(a)
+  prompts = _Prompts(model)  # kept loaded: typed prompts are encoded as they come
+  batch = prompts.check(a.prompts)
+  target = _Target(out, latents=a.latents, png_dir=a.png_dir, batch=batch, overwrite=a.overwrite)
+  _need_vae(model, target)
+  st = model.load()
+  first = prompts(a.prompts)
+  sink = target.sink(model, a.fps)
+  live = srun.LivePrompts(sys.stdin)
+  print(f"live mode: type a prompt (or an embedding path) to switch, '{srun.QUIT}' to stop", file=sys.stderr)
+  with stop.deferred():
     try:
       meta = srun.run_stream(
         st,
-        [prompts(a.prompts)],
+        [first],
         [],
-        opts=opts,
-        out_path=latents,
+        opts=model.opts,
+        out_path=target.latents,
         prompts=[a.prompts],
         live=live,
         resolve=prompts,
         on_block=sink,
         progress=not a.quiet,
+        stop=stop,
       )
     finally:
       if sink is not None:
         sink.close()
-    _report(out, meta, sink)
-    return 0
+  return _finish("interactive", out, meta, sink, stop)
+
+
+def cmd_interactive(a) -> int:
+  _check_common(a)
+  if a.line is not None and a.line < 1:
+    raise srun.StreamInputError(f"--line {a.line}: lines are numbered from 1")
+  with srun.StopSignals(say=_say) as stop:
+    if a.live:
+      return _cmd_live(a, stop)
+    return _cmd_script(a, stop)
+
+
+def _cmd_script(a, stop: srun.StopSignals) -> int:
+  out = Path(a.out)
+  model = _Model(a)
   script = srun.read_prompt_script(a.prompts, switch_frames=_parse_frames(a.switch_frames))
   if a.line is not None:
     script = [s for s in script if s.line == a.line]
     if not script:
       raise srun.StreamInputError(f"{a.prompts}: no prompt line {a.line}")
-  prompts = _Prompts(st, a.checkpoint, Path(a.prompts).parent)
+  folder = len(script) > 1 or not out.suffix
+  if folder:
+    if out.suffix:
+      raise srun.StreamInputError(
+        f"--out {out}: {a.prompts} has {len(script)} lines, one video each; give a folder (each line is written "
+        "as lineNNNN.mp4 into it) or pick one line with --line"
+      )
+    if out.exists() and not out.is_dir():
+      raise srun.StreamInputError(f"--out {out}: is a file, not a folder")
+    if a.latents is not None and len(script) > 1:
+      raise srun.StreamInputError(f"--latents {a.latents}: one file cannot hold {len(script)} videos; use --line")
+  else:
+    _check_out_suffix(out)
+  prompts = _Prompts(model, Path(a.prompts).parent)
+  targets = {}
+  for s in script:
+    where = f"{a.prompts}:{s.line}"
+    try:
+      srun.check_switches([Switch(f, i + 1) for i, f in enumerate(s.switch_frames)], num_frames=model.opts.frames,
+                          num_prompts=len(s.prompts))  # fmt: skip
+    except ValueError as e:
+      raise srun.StreamInputError(f"{where}: {e}") from e
+    srun.check_switch_frames(s.switch_frames, opts=model.opts, where=f"{where}: switch frame")
+    batches = set()
+    for p in s.prompts:
+      try:
+        batches.add(prompts.check(p))
+      except srun.StreamInputError as e:
+        raise srun.StreamInputError(f"{where}: {e}") from e
+    if len(batches) > 1:
+      raise srun.StreamInputError(f"{where}: prompt embeddings have different batch sizes: {sorted(batches)}")
+    target = out / f"line{s.line:04d}{VIDEO_SUFFIX}" if folder else out
+    png = a.png_dir and (str(Path(a.png_dir) / f"line{s.line:04d}") if len(script) > 1 else a.png_dir)
+    targets[s.line] = _Target(target, latents=a.latents, png_dir=png, batch=batches.pop(), overwrite=a.overwrite)
+    _need_vae(model, targets[s.line])
+  st = model.load()
   encoded = {}
   for s in script:  # every prompt encoded up front (as upstream), then the text encoder is released
     try:
@@ -279,26 +508,29 @@ def cmd_interactive(a) -> int:
     except srun.StreamInputError as e:
       raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
   prompts.release()
-  out = Path(a.out)
   for s in script:
     switches = [Switch(f, i + 1) for i, f in enumerate(s.switch_frames)]
-    target = out if (len(script) == 1 and out.suffix) else out / f"line{s.line:04d}.mp4"
-    latents, sink = _outputs(a, a.checkpoint, target)
-    try:
-      meta = srun.run_stream(
-        st,
-        encoded[s.line],
-        switches,
-        opts=opts,
-        out_path=latents,
-        prompts=s.prompts,
-        on_block=sink,
-        progress=not a.quiet,
-      )
-    except srun.StreamInputError as e:
-      raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
-    finally:
-      if sink is not None:
-        sink.close()
-    _report(target, meta, sink)
+    target = targets[s.line]
+    sink = target.sink(model, a.fps)
+    with stop.deferred():
+      try:
+        meta = srun.run_stream(
+          st,
+          encoded[s.line],
+          switches,
+          opts=model.opts,
+          out_path=target.latents,
+          prompts=s.prompts,
+          on_block=sink,
+          progress=not a.quiet,
+          stop=stop,
+        )
+      except srun.StreamInputError as e:
+        raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
+      finally:
+        if sink is not None:
+          sink.close()
+    code = _finish("interactive", target.out, meta, sink, stop)
+    if code:
+      return code  # interrupted: the next lines are not started
   return 0

@@ -4,10 +4,17 @@ long video exist on disk while later blocks are still generating.
 ``VideoWriter`` encodes mp4 through PyAV (FFmpeg; H.264 when the build has libx264, else
 MPEG-4 part 2) and flushes the container's packets as it goes; ``PngWriter`` writes numbered
 PNG frames. Pixels come in as ``[T, H, W, 3]`` floats in [-1, 1] (the VAE's range) or uint8.
+
+Files are written under a temporary name beside the final one (:func:`partial_path`) and renamed
+into place once complete: an interrupted run never leaves a truncated, unplayable file under the
+final name.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -22,14 +29,38 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
   return np.round(x * 255.0).astype(np.uint8)
 
 
+def partial_path(path: str | Path) -> Path:
+  """The temporary name a file is written under before it is renamed into place: ``.<stem>.partial<suffix>``
+  in the same folder (same file system, so the rename is atomic; the suffix still tells FFmpeg the format)."""
+  path = Path(path)
+  return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def frame_rate(fps: float) -> Fraction:
+  """``fps`` as the exact rational rate of the stream (12.5 stays 12.5, 29.97 becomes 30000/1001)."""
+  if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+    raise ValueError(f"frame rate {fps!r}: must be a positive number")
+  rate = Fraction(fps).limit_denominator(1001)
+  if rate <= 0:
+    raise ValueError(f"frame rate {fps!r}: too small (below 1/1001 frames per second)")
+  return rate
+
+
 class VideoWriter:
-  """Appends frames to an mp4; ``close()`` (or the context manager) finishes the file."""
+  """Appends frames to an mp4; ``close()`` (or the context manager) finishes the file.
+
+  The video is written to :func:`partial_path` and renamed to ``path`` by ``close()``, so ``path`` only
+  ever holds a finished, playable file (the frames written so far when closed early). A writer closed
+  without frames leaves no file; ``discard()`` removes the partial file instead of keeping it.
+  """
 
   def __init__(self, path: str | Path, *, fps: float = 16.0, crf: int = 18):
     self.path = Path(path)
+    self.rate = frame_rate(fps)
     self.path.parent.mkdir(parents=True, exist_ok=True)
     self.fps, self.crf = fps, crf
-    self._out = av.open(str(self.path), "w")
+    self.tmp = partial_path(self.path)
+    self._out = av.open(str(self.tmp), "w")
     self._stream = None
     self.frames = 0
 
@@ -37,10 +68,10 @@ class VideoWriter:
     if h % 2 or w % 2:
       raise ValueError(f"{self.path}: frame size {h}x{w} must be even for yuv420p video")
     if "libx264" in av.codecs_available:
-      s = self._out.add_stream("libx264", rate=round(self.fps))
+      s = self._out.add_stream("libx264", rate=self.rate)
       s.options = {"crf": str(self.crf), "preset": "veryfast"}
     else:
-      s = self._out.add_stream("mpeg4", rate=round(self.fps))
+      s = self._out.add_stream("mpeg4", rate=self.rate)
       s.options = {"qscale": "2"}
     s.width, s.height, s.pix_fmt = w, h, "yuv420p"
     self._stream = s
@@ -55,18 +86,37 @@ class VideoWriter:
     self.frames += len(frames)
 
   def close(self) -> None:
+    """Finishes the file and renames it into place (removes it when no frame was written)."""
     if self._out is None:
       return
-    if self._stream is not None:
-      self._out.mux(self._stream.encode())
-    self._out.close()
-    self._out = None
+    out, self._out = self._out, None
+    try:
+      if self._stream is not None:
+        out.mux(self._stream.encode())
+      out.close()
+    except BaseException:
+      self.tmp.unlink(missing_ok=True)
+      raise
+    if self.frames:
+      os.replace(self.tmp, self.path)
+    else:
+      self.tmp.unlink(missing_ok=True)
+
+  def discard(self) -> None:
+    """Closes the file and removes it: nothing is left under either name."""
+    if self._out is not None:
+      out, self._out = self._out, None
+      try:
+        out.close()
+      except Exception:  # noqa: BLE001 (a half-written container: it is removed anyway)
+        pass
+    self.tmp.unlink(missing_ok=True)
 
   def __enter__(self):
     return self
 
   def __exit__(self, *exc):
-    self.close()
+    self.close()  # keeps the frames written so far, even when the block raised
 
 
 class PngWriter:
@@ -87,12 +137,19 @@ class PngWriter:
 
 
 def _write_png(path: Path, img: np.ndarray) -> None:
-  """PNG through FFmpeg's encoder (no Pillow needed)."""
-  with av.open(str(path), "w", format="image2") as out:
-    s = out.add_stream("png", rate=1)
-    s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], "rgb24"
-    out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
-    out.mux(s.encode())
+  """PNG through FFmpeg's encoder (no Pillow needed), written under a temporary name and renamed into place."""
+  path = Path(path)
+  tmp = partial_path(path)
+  try:
+    with av.open(str(tmp), "w", format="image2") as out:
+      s = out.add_stream("png", rate=1)
+      s.width, s.height, s.pix_fmt = img.shape[1], img.shape[0], "rgb24"
+      out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+      out.mux(s.encode())
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+  os.replace(tmp, path)
 
 
 def read_video(path: str | Path) -> np.ndarray:

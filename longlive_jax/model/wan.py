@@ -2,7 +2,9 @@
 
 One ``WanDiT`` serves
   * the bidirectional model (teacher / critic): :meth:`WanDiT.__call__` over the
-    whole clip, with an optional key-padding mask from per-sample ``seq_lens``;
+    whole clip, with an optional key-padding mask from per-sample ``seq_lens``; or,
+    like upstream's batch API, over a list of videos of different shapes
+    (:meth:`WanDiT.forward_videos`: per-sample RoPE grids, padding and key mask);
   * the causal generator's per-block forward: :meth:`WanDiT.forward_tokens`
     takes extra self-attention keys/values per layer (from a KV cache) with a
     validity mask, a frame offset for RoPE, and returns the block's own keys and
@@ -24,6 +26,7 @@ axis, and run with ``jax.lax.scan``: compile time does not grow with depth.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -185,7 +188,7 @@ class WanBlock(nnx.Module):
       x: float32 residual stream ``[B, S, D]``.
       e0: float32 per-frame modulation from the time MLP, ``[B, F, 6, D]``.
       cross_k, cross_v: this layer's text keys/values ``[B, T, H, Dh]``.
-      cos, sin: RoPE of the tokens, ``[S, Dh/2]``.
+      cos, sin: RoPE of the tokens, ``[S, Dh/2]`` (or ``[B, S, Dh/2]``: a grid per sample).
       key_mask: optional bool ``[B, S]`` (padding) or ``[B, S, S]`` (query x key, e.g. block-causal).
       extra_kv: optional cached ``(k, v, valid)`` for self-attention.
 
@@ -413,18 +416,33 @@ class WanDiT(nnx.Module):
     return self.unpatchify(y, frames=f, height=h, width=w), k_new, v_new
 
   def __call__(
-    self, x: Array, t: Array, context: Array, *, seq_lens: Array | None = None, remat: bool = False
-  ) -> Array:
+    self,
+    x: Array | Sequence[Array],
+    t: Array,
+    context: Array | Sequence[Array],
+    *,
+    seq_lens: Array | None = None,
+    seq_len: int | None = None,
+    remat: bool = False,
+  ) -> Array | list[Array]:
     """Bidirectional forward (teacher / critic): velocity ``v ~ noise - x0`` of shape ``[B, F, H, W, C]``.
 
     Args:
-      x: ``[B, F, H, W, C]`` latents.
+      x: ``[B, F, H, W, C]`` latents, or a list of ``[F_i, H_i, W_i, C]`` videos of different shapes
+        (upstream's batch API, see :meth:`forward_videos`; the result is then a list too).
       t: ``[B]`` or ``[B, F]`` timesteps in [0, 1000].
       context: ``[B, text_len, text_dim]`` text embeddings (zero rows past the prompt).
       seq_lens: optional int ``[B]``: tokens of each sample beyond this count are
         padding and are masked as self-attention keys (upstream ``seq_lens``).
+      seq_len: list input only: the token length samples are padded to (see :meth:`forward_videos`).
       remat: rematerialise each block in the backward pass (training memory; values unchanged).
     """
+    if isinstance(x, list | tuple):
+      if seq_lens is not None:
+        raise ValueError("seq_lens goes with a [B, F, H, W, C] batch; a list of videos has its own lengths")
+      return self.forward_videos(x, t, context, seq_len=seq_len, remat=remat)
+    if seq_len is not None:
+      raise ValueError("seq_len goes with a list of videos; a [B, F, H, W, C] batch takes seq_lens")
     b, f, h, w, _ = x.shape
     _, ph, pw = self.cfg.patch_size
     cross_k, cross_v = self.cross_kv(context)
@@ -442,6 +460,86 @@ class WanDiT(nnx.Module):
       remat=remat,
     )
     return out
+
+  def forward_videos(
+    self,
+    videos: Sequence[Array],
+    t: Array,
+    context: Array | Sequence[Array],
+    *,
+    seq_len: int | None = None,
+    remat: bool = False,
+  ) -> list[Array]:
+    """Upstream ``WanModel.forward`` on a list of videos of different shapes, in one call.
+
+    Each video is patchified and embedded on its own, its tokens are zero-padded to ``seq_len`` and the
+    samples run through the blocks as one ``[B, seq_len, D]`` batch with per-sample RoPE grids (padded
+    tokens are not rotated, as upstream) and a key padding mask, so padded tokens never influence real
+    ones; each output is cut back to its video's tokens. Equal (to float rounding) to one call per video.
+
+    Args:
+      videos: ``B`` latents ``[F_i, H_i, W_i, C]`` (channels-last; upstream's list of ``[C, F, H, W]``).
+      t: ``[B]`` timesteps, one per video (upstream Wan2.1).
+      context: ``[B, text_len, text_dim]``, or a list of ``[L_i, text_dim]`` prompts that are zero-padded to
+        ``text_len`` (as upstream does with its list of contexts).
+      seq_len: static token length to pad to, at least the longest video's token count (its default);
+        upstream's ``seq_len``. The values do not depend on it.
+      remat: rematerialise each block in the backward pass (training memory; values unchanged).
+
+    Returns:
+      ``B`` velocity predictions ``[F_i, H_i, W_i, out_dim]`` (float32).
+    """
+    b = len(videos)
+    _, ph, pw = self.cfg.patch_size
+    if b == 0:
+      raise ValueError("forward_videos needs at least one video")
+    for i, v in enumerate(videos):
+      if v.ndim != 4 or v.shape[-1] != self.cfg.in_dim:
+        raise ValueError(f"video {i}: expected [F, H, W, {self.cfg.in_dim}], got shape {tuple(v.shape)}")
+    grids = [tuple(v.shape[:3]) for v in videos]  # (F, H, W) latent sizes
+    lens = [f * (h // ph) * (w // pw) for f, h, w in grids]
+    s = max(lens) if seq_len is None else int(seq_len)
+    if s < max(lens):
+      raise ValueError(f"seq_len {s} is shorter than the longest video ({max(lens)} tokens)")
+    t = jnp.asarray(t, jnp.float32)
+    if t.shape != (b,):
+      raise ValueError(f"a list of {b} videos takes one timestep per video, t of shape ({b},); got {t.shape}")
+    if isinstance(context, list | tuple):
+      context = self.pad_text(context)
+    # One modulation "frame" per sample: every token of a video shares its timestep's e / e0.
+    e, e0 = self.time_embed(t[:, None])  # [B, 1, D], [B, 1, 6, D]
+    tokens, cos, sin = [], [], []
+    for v, (f, h, w), n in zip(videos, grids, lens, strict=True):
+      tok = self.patch_embedding(self.patchify(v[None]))[0]  # [n, D]
+      tokens.append(jnp.pad(tok.astype(jnp.float32), ((0, s - n), (0, 0))))  # zero tokens past the video
+      c, si = self.rope(frame_pos=jnp.arange(f, dtype=jnp.int32), height=h, width=w)  # [n, Dh/2]
+      cos.append(jnp.pad(c, ((0, s - n), (0, 0)), constant_values=1.0))  # padded tokens are not rotated
+      sin.append(jnp.pad(si, ((0, s - n), (0, 0))))
+    key_mask = jnp.arange(s)[None, :] < jnp.asarray(lens, jnp.int32)[:, None]  # [B, S]
+    cross_k, cross_v = self.cross_kv(context)
+    out, _, _ = self.run_blocks(
+      jnp.stack(tokens),  # [B, S, D]
+      e0=e0,
+      cross_k=cross_k,
+      cross_v=cross_v,
+      cos=jnp.stack(cos),  # [B, S, Dh/2]
+      sin=jnp.stack(sin),
+      key_mask=key_mask,
+      remat=remat,
+    )
+    y = self.head_out(out, e)  # [B, S, out_patch_dim]
+    return [
+      self.unpatchify(y[i : i + 1, :n], frames=f, height=h, width=w)[0]
+      for i, ((f, h, w), n) in enumerate(zip(grids, lens, strict=True))
+    ]
+
+  def pad_text(self, prompts: Sequence[Array]) -> Array:
+    """A list of ``[L_i, text_dim]`` prompt embeddings -> ``[B, text_len, text_dim]``, zero rows past each prompt."""
+    t = self.cfg.text_len
+    for i, p in enumerate(prompts):
+      if p.ndim != 2 or p.shape[0] > t or p.shape[1] != self.cfg.text_dim:
+        raise ValueError(f"prompt {i}: expected [L <= {t}, {self.cfg.text_dim}], got shape {tuple(p.shape)}")
+    return jnp.stack([jnp.pad(jnp.asarray(p), ((0, t - p.shape[0]), (0, 0))) for p in prompts])
 
 
 def block_causal_mask(*, num_frames: int, block_frames: int, tokens_per_frame: int) -> Array:

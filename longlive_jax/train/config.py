@@ -17,6 +17,7 @@ Stage-specific options live under ``options:``. A stage module may define a froz
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,11 @@ from longlive_jax.train.optim import OptimConfig
 
 class TrainConfigError(ConfigError):
   """A bad training configuration (file, key, type or value); the message names the key at fault."""
+
+
+class _RelativeKeyError(TrainConfigError):
+  """Raised by a section's ``__post_init__`` with a key relative to the section; :func:`build` prefixes the
+  section's own key (``overrides.dim`` -> ``model.overrides.dim``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -57,6 +63,14 @@ class ModelConfig:
   def __post_init__(self):
     if self.dtype not in ("float32", "bfloat16"):
       raise TrainConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+    fields = _fields(WanConfig)
+    unknown = sorted(set(self.overrides) - set(fields))
+    if unknown:
+      raise _RelativeKeyError(f"unknown key overrides.{unknown[0]}; valid keys: {', '.join(fields)}")
+    try:
+      object.__setattr__(self, "overrides", check_model_fields(self.overrides, "overrides."))
+    except TrainConfigError as e:
+      raise _RelativeKeyError(str(e)) from e
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -308,6 +322,11 @@ def build(cls, values: Mapping[str, Any], *, prefix: str = "") -> Any:
   kw = {name: _coerce(v, fields[name], prefix + name) for name, v in values.items()}
   try:
     return cls(**kw)
+  except _RelativeKeyError as e:
+    msg = str(e)
+    raise TrainConfigError(
+      msg.replace("key ", f"key {prefix}", 1) if msg.startswith("unknown") else prefix + msg
+    ) from e
   except TrainConfigError:
     raise
   except (ValueError, TypeError) as e:
@@ -402,11 +421,62 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
   return values
 
 
+def check_model_fields(values: Mapping[str, Any], where: str, *, strict: bool = False) -> dict[str, Any]:
+  """The :class:`WanConfig` fields among ``values`` (a JSON model config, ``model.overrides``) checked against
+  the field's type (``"dim": "thirty-two"`` fails here, naming ``where`` and the key, instead of deep inside the
+  model); returns them converted (YAML's ``1e-6`` string -> float). ``strict``: no strings for numbers (JSON)."""
+  fields = _fields(WanConfig)
+  out = dict(values)
+  for k, v in values.items():
+    if k in fields:
+      if strict and isinstance(v, str) and fields[k] is not str:
+        raise TrainConfigError(f"{where}{k}: expected {_type_name(fields[k])}, got {v!r} (str)")
+      out[k] = _coerce(v, fields[k], f"{where}{k}")
+  return out
+
+
+def _check_model(model: ModelConfig) -> None:
+  """A ``model.config`` JSON file names WanConfig fields with values of their types (``model.overrides`` are
+  checked by :class:`ModelConfig` itself)."""
+  if model.config is not None and model.checkpoint is None:
+    import json
+
+    p = Path(model.config)
+    try:
+      d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+      raise TrainConfigError(f"model.config: cannot read {p}: {e}") from e
+    if not isinstance(d, dict):
+      raise TrainConfigError(f"model.config: {p} holds {type(d).__name__}, not a JSON object of config fields")
+    check_model_fields(d, f"model.config ({p}): ", strict=True)
+
+
+def check_output_dirs(cfg: TrainConfig) -> None:
+  """``run_dir`` and the checkpoint / log / export folders are folders this process can create or write into
+  (a file there, or a read-only folder, fails before any work, naming the key)."""
+  dirs = [("run_dir", Path(cfg.run_dir)), ("checkpoint.dir", cfg.checkpoint_dir)]
+  if cfg.log.format != "none":
+    dirs.append(("log.dir", cfg.log_dir))
+  if cfg.export.enabled:
+    dirs.append(("export.dir", cfg.export_dir))
+  for key, d in dirs:
+    for parent in [d, *d.parents]:
+      if not parent.exists():
+        continue
+      if not parent.is_dir():
+        what = "is a file" if parent == d else f"lies under {parent}, which is a file"
+        raise TrainConfigError(f"{key} {d}: {what}, not a folder")
+      if not os.access(parent, os.W_OK | os.X_OK):
+        raise TrainConfigError(f"{key} {d}: cannot write into {parent} (permission denied)")
+      break
+
+
 def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
   """Builds the config and converts ``options`` with the stage's ``Options`` dataclass, if it has one."""
   from longlive_jax.train import stages
 
   cfg = build(TrainConfig, values)
+  _check_model(cfg.model)
   if cfg.stage not in stages.STAGES:
     raise TrainConfigError(f"unknown stage {cfg.stage!r}; valid stages: {', '.join(stages.STAGES)}")
   opts_cls = stages.options_class(cfg.stage)
@@ -435,10 +505,13 @@ def resolve_model_config(model: ModelConfig) -> WanConfig:
   if model.checkpoint is not None:
     base = WanConfig.from_dict(checkpoint.read_meta(model.checkpoint)["config"])
   elif model.config is not None:
-    base = WanConfig.load(model.config)
+    try:
+      base = WanConfig.load(model.config)
+    except (TypeError, ValueError) as e:
+      raise TrainConfigError(f"model.config ({model.config}): {e}") from e
   else:
     base = get_preset(model.preset)
   try:
     return base.replace(**{**model.overrides, "dtype": model.dtype, "param_dtype": "float32"})
-  except TypeError as e:
+  except (TypeError, ValueError) as e:
     raise TrainConfigError(f"model.overrides: {e}; valid keys: {', '.join(base.to_dict())}") from e

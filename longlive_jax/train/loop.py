@@ -10,7 +10,7 @@
      shardings of the initialised state, whose arrays are freed before the restore (the stage's
      shardings exist only on its concrete arrays: ``jax.eval_shape`` returns none on this mesh);
   4. ``jax.jit(stage.step, out_shardings=(state shardings, replicated), donate_argnums=0)``;
-  5. steps with a tqdm bar (loss, steps/s), metrics every ``log.every`` steps to
+  5. steps with a tqdm bar (loss; the bar's own rate in steps/s), metrics every ``log.every`` steps to
      ``<log_dir>/metrics.jsonl`` and/or TensorBoard event files (tensorboardX, no TensorFlow needed),
      a checkpoint every ``checkpoint.interval`` steps and at the end (async, with the data position);
   6. export of ``stage.export(state)`` with :func:`longlive_jax.checkpoint.save` (single process).
@@ -27,7 +27,6 @@ import dataclasses
 import json
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from tqdm.auto import tqdm
 from longlive_jax import sharding
 from longlive_jax.train import stages
 from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer, abstract_state
-from longlive_jax.train.config import TrainConfig, TrainConfigError, resolve_model_config, to_dict
+from longlive_jax.train.config import TrainConfig, TrainConfigError, check_output_dirs, resolve_model_config, to_dict
 from longlive_jax.train.inputs import (
   make_data_iterator,
   make_text_encoder,
@@ -47,6 +46,9 @@ from longlive_jax.train.inputs import (
 )
 
 METRICS_FILE = "metrics.jsonl"
+# tqdm's default bar with the rate always in steps/s (its default turns to s/step below 1 step/s); the only rate
+# shown, so no second figure can disagree with it.
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
 
 @dataclasses.dataclass
@@ -157,6 +159,7 @@ class _StopOnInterrupt:
 
 def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) -> TrainResult:
   """Runs (or resumes) ``cfg.steps`` steps of ``cfg.stage``; see the module docstring."""
+  check_output_dirs(cfg)
   if cfg.compile_cache_dir is not None:
     jax.config.update("jax_compilation_cache_dir", str(cfg.compile_cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -187,20 +190,22 @@ def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) ->
   state = unalias(state)
   step_fn = compile_step(stage, state, mesh)
   writer = MetricsWriter(cfg.log_dir, cfg.log.format, enabled=main)
-  bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.log.progress and main), desc=cfg.stage, unit="step")
+  bar = tqdm(
+    total=cfg.steps,
+    initial=start,
+    disable=not (cfg.log.progress and main),
+    desc=cfg.stage,
+    unit="step",
+    bar_format=BAR_FORMAT,
+  )
   last: dict[str, float] = {}
   done = start
-  t_last, s_last = time.perf_counter(), start
 
   def log(step: int, metrics: Mapping[str, jax.Array]) -> dict[str, float]:
-    nonlocal t_last, s_last
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}  # waits for that step only
-    now = time.perf_counter()
-    rate = (step - s_last) / max(now - t_last, 1e-9)
-    t_last, s_last = now, step
     writer.write(step, values)
-    loss = {"loss": f"{values['loss']:.4g}"} if "loss" in values else {}
-    bar.set_postfix({**loss, "steps/s": f"{rate:.3g}"})
+    if "loss" in values:
+      bar.set_postfix({"loss": f"{values['loss']:.4g}"})
     return values
 
   # A logged step's metrics are read after the next step is dispatched, so the device never waits
