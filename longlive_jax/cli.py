@@ -227,6 +227,12 @@ def _cmd_toyworld(a) -> int:
   return cmd_toyworld(a)
 
 
+def _cmd_serve(a) -> int:
+  from longlive_jax.studio.cli import cmd_serve
+
+  return cmd_serve(a)
+
+
 def _cmd_train(a) -> int:
   from longlive_jax.train.cli import cmd_train
 
@@ -241,6 +247,7 @@ COMMANDS = {
   "interactive": cli_stream.cmd_interactive,
   "train": _cmd_train,
   "toyworld": _cmd_toyworld,
+  "serve": _cmd_serve,
 }
 
 
@@ -261,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
   from longlive_jax.toyworld.cli import add_toyworld
 
   add_toyworld(sub)
+  from longlive_jax.studio.cli import add_serve
+
+  add_serve(sub)
   return parser
 
 

@@ -119,7 +119,7 @@ def test_missing_files_are_listed_with_their_source(tmp_path, capsys):
   assert rc == 2 and "Traceback" not in err
   for name in ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer.json", "longlive_base.pt", "lora.pt"):
     assert name in err, err
-  assert "huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B" in err
+  assert "hf download Wan-AI/Wan2.1-T2V-1.3B" in err
   assert "Efficient-Large-Model/LongLive-1.3B" in err
   assert not (tmp_path / "o").exists()
 

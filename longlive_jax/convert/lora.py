@@ -145,7 +145,10 @@ class MergedSource(Mapping):
     w = self.base[key]
     name = key[: -len(".weight")] if key.endswith(".weight") else None
     if name in self.lora.modules:
-      return (np.asarray(w, np.float32) + self.lora.delta(name)).astype(w.dtype)
+      with np.errstate(over="ignore"):  # a finite W + delta can overflow in fp16: refused just below
+        merged = (np.asarray(w, np.float32) + self.lora.delta(name)).astype(w.dtype)
+      sources.check_finite(merged, origin=self.origin, key=key)
+      return merged
     return w
 
   def __iter__(self) -> Iterator[str]:

@@ -1,19 +1,25 @@
-"""End-to-end DiT conversion: upstream file(s) -> checked, converted parameters -> Orbax checkpoint."""
+"""End-to-end DiT conversion: upstream file(s) -> checked, converted parameters -> Orbax checkpoint.
+
+Every key and shape is checked before anything is written; tensors are then read, converted
+and written one layer at a time (:mod:`longlive_jax.convert.writer`), so peak memory stays
+near a few tensors, not the model.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import resource
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
 
-from longlive_jax import checkpoint
 from longlive_jax.config import PRESETS, ConfigError, WanConfig, get_preset
 from longlive_jax.convert import lora as lora_lib
-from longlive_jax.convert import sources, wan_dit
+from longlive_jax.convert import sources, wan_dit, writer
 from longlive_jax.convert.errors import CheckpointError
 
 
@@ -55,7 +61,11 @@ class ConvertSummary:
 
 @dataclasses.dataclass
 class DitParts:
-  """A converted DiT before it is written: config, parameters, optional separate adapter."""
+  """A checked DiT before it is converted and written: config, lazy parameters, optional separate adapter.
+
+  ``params`` holds :class:`~longlive_jax.convert.lazy.LazyLeaf` values: they are read and converted
+  while :func:`~longlive_jax.convert.writer.save` writes them (``lazy.materialize_tree`` for arrays).
+  """
 
   cfg: WanConfig
   params: dict
@@ -77,9 +87,12 @@ def build_dit(
   lora_mode: str = "merge",
   dtype: str | None = None,
   num_heads: int | None = None,
-  progress: bool = True,
+  progress: Callable[[int, int], None] | None = None,
 ) -> DitParts:
-  """Reads and converts a Wan / LongLive DiT checkpoint (optionally with a LoRA), checking every key and shape."""
+  """Opens a Wan / LongLive DiT checkpoint (optionally with a LoRA), checking every key and shape.
+
+  ``progress(done, total)`` is called per tensor as the lazy parameters are computed.
+  """
   src_path = Path(src_path)
   if lora_mode not in ("merge", "separate"):
     raise ConfigError(f"--lora-mode must be 'merge' or 'separate', got {lora_mode!r}")
@@ -109,20 +122,28 @@ def build_dit(
     else:
       adapter = lora_lib.adapter_tree(peft, cfg)
 
-  bar = None
-  if progress:
-    from tqdm import tqdm
+  params = wan_dit.convert_lazy(model_src, cfg, progress=progress)
+  return DitParts(cfg, params, adapter, adapter_meta, cfg_source, len(src), src_path)
 
-    bar = tqdm(total=len(src), desc="converting DiT", unit="tensor")
+
+@contextlib.contextmanager
+def progress_bar(show: bool, desc: str) -> Iterator[Callable[[int, int], None] | None]:
+  """A ``(done, total)`` callback drawing a tqdm bar (None when ``show`` is false)."""
+  if not show:
+    yield None
+    return
+  from tqdm import tqdm
+
+  bar = tqdm(desc=desc, unit="tensor")
 
   def tick(done, total):
-    if bar is not None:
-      bar.update(done - bar.n)
+    bar.total = total
+    bar.update(done - bar.n)
 
-  params = wan_dit.convert(model_src, cfg, progress=tick)
-  if bar is not None:
+  try:
+    yield tick
+  finally:
     bar.close()
-  return DitParts(cfg, params, adapter, adapter_meta, cfg_source, len(src), src_path)
 
 
 def convert_dit(
@@ -134,22 +155,25 @@ def convert_dit(
 ) -> ConvertSummary:
   """Converts a Wan / LongLive DiT checkpoint (optionally with a LoRA) into an Orbax checkpoint folder.
 
-  ``kwargs`` are those of :func:`build_dit`.
+  ``kwargs`` are those of :func:`build_dit`, with ``progress`` a bool (draw a progress bar).
+  Tensors are converted while they are written: peak memory is about one tensor and a few layers.
   """
   t0 = time.time()
   out = Path(out)
   if out.exists() and not overwrite:
     raise CheckpointError(f"{out}: already exists (pass --overwrite to replace it)")
-  d = build_dit(src_path, **kwargs)
-  num_params = sum(v.size for v in jax.tree.leaves(d.params))
-  checkpoint.save(
-    out,
-    cfg=d.cfg,
-    params=d.params,
-    adapter=d.adapter,
-    adapter_meta=d.adapter_meta,
-    meta={"source": str(d.source), "config_source": d.config_source, "num_params": num_params},
-    overwrite=overwrite,
-  )
+  show = kwargs.pop("progress", True)
+  with progress_bar(show, "converting DiT") as tick:
+    d = build_dit(src_path, progress=tick, **kwargs)
+    num_params = sum(v.size for v in jax.tree.leaves(d.params))
+    writer.save(
+      out,
+      cfg=d.cfg,
+      params=d.params,
+      adapter=d.adapter,
+      adapter_meta=d.adapter_meta,
+      meta={"source": str(d.source), "config_source": d.config_source, "num_params": num_params},
+      overwrite=overwrite,
+    )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
   return ConvertSummary(out, d.config_source, d.num_tensors, num_params, d.adapter_meta, time.time() - t0, peak)

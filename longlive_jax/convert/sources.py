@@ -11,11 +11,17 @@ Supported inputs:
 Key prefixes added by wrappers (``model.``, ``module.``, FSDP / activation
 checkpointing / ``torch.compile`` fragments) are stripped so every source exposes
 the original Wan key names (``blocks.0.self_attn.q.weight``).
+
+Headers are checked before any tensor is read (a safetensors entry's dtype, shape and
+``data_offsets`` against each other, the other entries and the file size; a torch
+tensor's view against its storage), and every floating tensor read is checked for
+NaN / inf: errors name the file and the key (:class:`CheckpointError`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -40,6 +46,9 @@ _ST_DTYPES = {
   "BOOL": np.bool_,
 }
 
+_MAX_HEADER = 100_000_000  # bytes of JSON; the safetensors library's own limit
+_FINITE_CHUNK = 1 << 24  # elements checked at once by check_finite (bounds its temporary)
+
 # Fragments inserted into parameter names by wrappers; removed wherever they appear.
 _WRAPPER_FRAGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
 CONTAINER_KEYS = ("generator", "generator_ema", "model")
@@ -60,6 +69,7 @@ class TensorSource(Mapping):
     arr = np.asarray(load())
     if tuple(arr.shape) != tuple(shape):
       raise CheckpointError(f"{self.origin}: tensor {key!r} holds data of shape {arr.shape}, its header says {shape}")
+    check_finite(arr, origin=self.origin, key=key)
     return arr
 
   def __iter__(self) -> Iterator[str]:
@@ -81,41 +91,111 @@ class TensorSource(Mapping):
     return TensorSource(out, origin=self.origin)
 
 
+def is_floating(dtype) -> bool:
+  """numpy floating dtypes and bfloat16 (an ml_dtypes extension type numpy does not count as floating)."""
+  dtype = np.dtype(dtype)
+  return np.issubdtype(dtype, np.floating) or dtype == np.dtype(ml_dtypes.bfloat16)
+
+
+def check_finite(arr: np.ndarray, *, origin: str, key: str) -> None:
+  """Raises a :class:`CheckpointError` naming ``origin``, ``key`` and the count if ``arr`` holds NaN / inf."""
+  if not is_floating(arr.dtype) or arr.size == 0:
+    return
+  flat = arr.reshape(-1)
+  bad = sum(
+    int(flat[i : i + _FINITE_CHUNK].size - np.count_nonzero(np.isfinite(flat[i : i + _FINITE_CHUNK])))
+    for i in range(0, flat.size, _FINITE_CHUNK)
+  )
+  if bad:
+    raise CheckpointError(
+      f"{origin}: tensor {key!r} holds {bad} non-finite value(s) (NaN / inf) out of {arr.size}; "
+      "the checkpoint is corrupt or diverged, refusing to convert it"
+    )
+
+
+def _no_duplicate_keys(pairs):
+  out = {}
+  for k, v in pairs:
+    if k in out:
+      raise ValueError(f"duplicate key {k!r}")
+    out[k] = v
+  return out
+
+
+def _is_count(x) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
 def _read_safetensors(path: Path) -> TensorSource:
+  """Parses and checks the header; tensors are read (``np.memmap``) only when asked for."""
   try:
+    size = path.stat().st_size
     with open(path, "rb") as fh:
       head = fh.read(8)
       if len(head) != 8:
-        raise CheckpointError(f"{path}: file too short to be a .safetensors file")
+        raise CheckpointError(f"{path}: file too short to be a .safetensors file ({len(head)} bytes)")
       (n,) = struct.unpack("<Q", head)
-      if n <= 0 or n > 100_000_000:
+      if n < 2 or n > _MAX_HEADER:
         raise CheckpointError(f"{path}: not a .safetensors file (bad header length {n})")
-      header = json.loads(fh.read(n))
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise CheckpointError(f"{path}: not a readable .safetensors file: {e}") from e
+      if 8 + n > size:
+        raise CheckpointError(
+          f"{path}: the header ({n} bytes) runs past the end of the file ({size} bytes): "
+          "truncated download, or not a .safetensors file"
+        )
+      raw = fh.read(n)
+    header = json.loads(raw, object_pairs_hook=_no_duplicate_keys)
+  except (OSError, ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError are ValueErrors
+    raise CheckpointError(f"{path}: not a readable .safetensors file (bad JSON header: {e})") from e
   if not isinstance(header, dict):
     raise CheckpointError(f"{path}: not a .safetensors file (header is not a JSON object)")
   base = 8 + n
-  size = path.stat().st_size
-  entries = {}
+  entries, spans = {}, []
   for key, info in header.items():
     if key == "__metadata__":
+      if not isinstance(info, dict):
+        raise CheckpointError(f"{path}: malformed safetensors header: __metadata__ is not an object")
       continue
-    try:
-      dtype = _ST_DTYPES[info["dtype"]]
-      shape = tuple(int(s) for s in info["shape"])
-      start, end = (int(o) for o in info["data_offsets"])
-    except (KeyError, TypeError, ValueError) as e:
-      raise CheckpointError(f"{path}: malformed safetensors header entry {key!r}: {e}") from e
+    where = f"{path}: tensor {key!r}"
+    if not isinstance(info, dict):
+      raise CheckpointError(f"{where}: malformed safetensors header entry (not an object)")
+    name, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(name, str) or name not in _ST_DTYPES:
+      raise CheckpointError(f"{where}: unknown dtype {name!r:.40} (supported: {', '.join(_ST_DTYPES)})")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(map(_is_count, shape)):
+      raise CheckpointError(f"{where}: malformed shape {shape!r:.100} (expected a list of non-negative integers)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)):
+      raise CheckpointError(f"{where}: malformed data_offsets {offsets!r:.100} (expected [begin, end])")
+    dtype, shape = np.dtype(_ST_DTYPES[name]), tuple(shape)
+    start, end = offsets
+    nbytes = math.prod(shape) * dtype.itemsize
+    if end < start:
+      raise CheckpointError(f"{where}: data_offsets [{start}, {end}] are reversed")
+    if end - start != nbytes:
+      raise CheckpointError(
+        f"{where}: data_offsets [{start}, {end}] span {end - start} bytes, but shape {shape} of {name} needs {nbytes}"
+      )
     if base + end > size:
-      raise CheckpointError(f"{path}: tensor {key!r} extends past the end of the file (truncated download?)")
+      raise CheckpointError(
+        f"{where}: extends past the end of the file (bytes {base + start}..{base + end} of {size}; truncated download?)"
+      )
+    spans.append((start, end, key))
 
-    def load(dtype=dtype, shape=shape, start=start, end=end):
-      count = (end - start) // np.dtype(dtype).itemsize
-      mm = np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=(count,))
-      return np.array(mm).reshape(shape)
+    def load(dtype=dtype, shape=shape, start=start, key=key):
+      count = math.prod(shape)
+      if count == 0:
+        return np.zeros(shape, dtype)
+      try:
+        mm = np.memmap(path, dtype=dtype, mode="r", offset=base + start, shape=(count,))
+        return np.array(mm).reshape(shape)
+      except (OSError, ValueError) as e:  # the file changed since its header was read
+        raise CheckpointError(f"{path}: tensor {key!r} is unreadable: {e}") from e
 
     entries[key] = (shape, load)
+  reach, reach_key = 0, None  # the furthest end so far, and whose
+  for start, end, key in sorted(s for s in spans if s[0] < s[1]):
+    if start < reach:
+      raise CheckpointError(f"{path}: tensors {reach_key!r} and {key!r} overlap in the file (corrupt header)")
+    reach, reach_key = end, key
   return TensorSource(entries, origin=str(path))
 
 

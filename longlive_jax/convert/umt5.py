@@ -14,9 +14,10 @@ Upstream keys (``wan/modules/t5.py``, ``T5Encoder``) and where they go in
   ``pos_embedding.embedding.weight [nb, heads]`` (only with ``shared_pos``) -> ``pos_embedding``
   ``norm.weight [dim]``                                     -> ``norm.weight``
 
-``nn.Linear`` weights ``[out, in]`` become kernels ``[in, out]``. Conversion reads one tensor at a
-time into a preallocated layer-stacked array and hands each finished leaf to ``put`` (e.g. a device
-transfer), so the real 11 GB bf16 file never sits in memory twice.
+``nn.Linear`` weights ``[out, in]`` become kernels ``[in, out]``. :func:`convert_lazy` gives leaves
+computed while they are written (a few tensors in memory); :func:`convert` reads one
+tensor at a time into a preallocated layer-stacked array and hands each finished leaf to ``put``
+(e.g. a device transfer), so the real 11 GB bf16 file never sits in memory twice.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from longlive_jax.convert import sources
+from longlive_jax.convert import lazy, sources
 from longlive_jax.text.config import UMT5Config
 
 
@@ -83,6 +84,38 @@ def check_keys(src: Mapping, cfg: UMT5Config, *, origin: str) -> None:
   sources.check_shapes(expected_shapes(cfg), src, origin=origin, what=what)
 
 
+def convert_lazy(
+  src: Mapping,
+  cfg: UMT5Config,
+  *,
+  dtype: str | None = None,
+  progress: Callable[[int, int], None] | None = None,
+) -> dict:
+  """Like :func:`convert`, but every leaf is a :class:`~longlive_jax.convert.lazy.LazyLeaf` (read when computed)."""
+  check_keys(src, cfg, origin=getattr(src, "origin", "state dict"))
+  out_dtype = jnp.dtype(dtype or cfg.param_dtype)  # numpy-compatible, bfloat16 included
+  rules = _rules(cfg)
+  total = sum(cfg.num_layers if r.stacked else 1 for r in rules)
+  done = [0]
+
+  def parts(r: _Rule):
+    for i in range(cfg.num_layers) if r.stacked else [None]:
+      arr = np.asarray(src[r.upstream.format(i=i)])
+      arr = arr.T if r.transpose else arr
+      done[0] += 1
+      if progress:
+        progress(done[0], total)
+      yield i, arr
+      del arr
+
+  tree: dict = {}
+  for r in rules:
+    shape = tuple(reversed(r.upstream_shape)) if r.transpose else tuple(r.upstream_shape)
+    shape = (cfg.num_layers,) + shape if r.stacked else shape
+    sources.set_path(tree, r.path, lazy.lazy_leaf(shape, out_dtype, lambda r=r: parts(r), stacked=r.stacked))
+  return tree
+
+
 def convert(
   src: Mapping,
   cfg: UMT5Config,
@@ -103,31 +136,7 @@ def convert(
   Returns:
     a nested dict matching ``nnx.to_pure_dict(nnx.state(UMT5Encoder(cfg)))``.
   """
-  check_keys(src, cfg, origin=getattr(src, "origin", "state dict"))
-  out_dtype = jnp.dtype(dtype or cfg.param_dtype)  # numpy-compatible, bfloat16 included
-  put = put or (lambda x: x)
-  rules = _rules(cfg)
-  total = sum(cfg.num_layers if r.stacked else 1 for r in rules)
-  tree: dict = {}
-  done = 0
-  for r in rules:
-    leaf = None
-    for i in range(cfg.num_layers) if r.stacked else [None]:
-      arr = np.asarray(src[r.upstream.format(i=i)])
-      arr = arr.T if r.transpose else arr
-      if not r.stacked:
-        leaf = np.ascontiguousarray(arr, dtype=out_dtype)
-      else:
-        if leaf is None:
-          leaf = np.empty((cfg.num_layers,) + arr.shape, out_dtype)
-        leaf[i] = arr
-      del arr
-      done += 1
-      if progress:
-        progress(done, total)
-    sources.set_path(tree, r.path, put(leaf))
-    del leaf
-  return tree
+  return lazy.materialize_tree(convert_lazy(src, cfg, dtype=dtype, progress=progress), put)
 
 
 def to_upstream(params: Mapping, cfg: UMT5Config) -> dict[str, np.ndarray]:

@@ -9,8 +9,9 @@ stacked over a leading layer axis. Layout changes:
   * ``blocks.{i}.modulation [1, 6, dim]`` -> ``[L, 6, dim]``; ``head.modulation
     [1, 2, dim]`` -> ``[2, dim]``.
 
-Conversion runs tensor by tensor into preallocated stacked arrays, so the peak
-memory is about one copy of the model plus one tensor.
+Conversion runs tensor by tensor: :func:`convert_lazy` gives leaves that are computed
+while they are written (peak memory: a few tensors);
+:func:`convert` fills preallocated stacked arrays (one copy of the model plus one tensor).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax.config import WanConfig
-from longlive_jax.convert import sources
+from longlive_jax.convert import lazy, sources
 from longlive_jax.convert.errors import CheckpointError
 
 # Per-block linear layers: (our path inside a block, upstream name inside a block).
@@ -174,6 +175,51 @@ def infer_config(src, *, base: WanConfig | None = None, head_dim: int = 128) -> 
   )
 
 
+def _converted_shape(r: _Rule) -> tuple[int, ...]:
+  """Shape of ``r.transform`` applied to one upstream tensor, found on a zero-stride stand-in (no allocation)."""
+  dummy = np.lib.stride_tricks.as_strided(np.zeros(1, np.int8), r.upstream_shape, (0,) * len(r.upstream_shape))
+  return tuple(r.transform(dummy).shape)
+
+
+def convert_lazy(
+  src,
+  cfg: WanConfig,
+  *,
+  dtype: str | None = None,
+  progress: Callable[[int, int], None] | None = None,
+) -> dict:
+  r"""Like :func:`convert`, but every leaf is a :class:`~longlive_jax.convert.lazy.LazyLeaf`.
+
+  Keys and shapes are checked at once; tensors are read when a leaf is computed (written by
+  :func:`longlive_jax.convert.writer.save` one layer at a time, or ``materialize()``\ d).
+  """
+  origin = getattr(src, "origin", "state dict")
+  check_keys(src, cfg, origin=origin)
+  out_dtype = jnp.dtype(dtype or cfg.param_dtype)  # numpy-compatible, bfloat16 included
+  rules = _rules(cfg)
+  total = sum(cfg.num_layers if r.stacked else 1 for r in rules)
+  done = [0]
+
+  def tick():
+    done[0] += 1
+    if progress:
+      progress(done[0], total)
+
+  def parts(r: _Rule):
+    for i in range(cfg.num_layers) if r.stacked else [None]:
+      arr = r.transform(np.asarray(src[r.upstream.format(i=i)]))
+      tick()
+      yield i, arr
+      del arr
+
+  tree: dict = {}
+  for r in rules:
+    shape = _converted_shape(r)
+    shape = (cfg.num_layers,) + shape if r.stacked else shape
+    sources.set_path(tree, r.path, lazy.lazy_leaf(shape, out_dtype, lambda r=r: parts(r), stacked=r.stacked))
+  return tree
+
+
 def convert(
   src,
   cfg: WanConfig,
@@ -192,32 +238,7 @@ def convert(
   Returns:
     a nested dict matching ``nnx.to_pure_dict(nnx.state(WanDiT(cfg)))``.
   """
-  origin = getattr(src, "origin", "state dict")
-  check_keys(src, cfg, origin=origin)
-  out_dtype = jnp.dtype(dtype or cfg.param_dtype)  # numpy-compatible, bfloat16 included
-  tree: dict = {}
-  rules = _rules(cfg)
-  total = sum(cfg.num_layers if r.stacked else 1 for r in rules)
-  done = 0
-  for r in rules:
-    if not r.stacked:
-      arr = r.transform(np.asarray(src[r.upstream])).astype(out_dtype)
-      sources.set_path(tree, r.path, np.ascontiguousarray(arr))
-      done += 1
-      if progress:
-        progress(done, total)
-      continue
-    stacked = None
-    for i in range(cfg.num_layers):
-      arr = r.transform(np.asarray(src[r.upstream.format(i=i)]))
-      if stacked is None:
-        stacked = np.empty((cfg.num_layers,) + arr.shape, out_dtype)
-      stacked[i] = arr
-      done += 1
-      if progress:
-        progress(done, total)
-    sources.set_path(tree, r.path, stacked)
-  return tree
+  return lazy.materialize_tree(convert_lazy(src, cfg, dtype=dtype, progress=progress))
 
 
 def to_upstream(params: Mapping, cfg: WanConfig) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from longlive_jax.convert import sources
+from longlive_jax.convert import lazy, sources
 from longlive_jax.convert.errors import CheckpointError
 from longlive_jax.model.params import module_from_params
 from longlive_jax.vae.config import VAEConfig
@@ -129,19 +129,27 @@ def infer_config(src: Mapping, *, base: VAEConfig | None = None) -> VAEConfig:
   return base.replace(dim=int(shape_of("encoder.conv1.weight")[0]), z_dim=int(shape_of("conv2.weight")[0]))
 
 
+def convert_lazy(src: Mapping, cfg: VAEConfig, *, dtype: str | None = None, strict: bool = True) -> dict:
+  """Like :func:`convert`, but every leaf is a :class:`~longlive_jax.convert.lazy.LazyLeaf` (read when computed)."""
+  origin = getattr(src, "origin", "state dict")
+  check_keys(src, cfg, origin=origin, strict=strict)
+  out_dtype = jnp.dtype(dtype or cfg.param_dtype)
+
+  def parts(path):
+    yield None, _from_upstream(path, np.asarray(src[upstream_key(path)]))
+
+  tree: dict = {}
+  for path, spec in param_specs(cfg):
+    sources.set_path(tree, path, lazy.lazy_leaf(spec.shape, out_dtype, lambda p=path: parts(p), stacked=False))
+  return tree
+
+
 def convert(src: Mapping, cfg: VAEConfig, *, dtype: str | None = None, strict: bool = True) -> dict:
   """Our nested parameter dict (numpy) from an upstream-keyed mapping (lazy :class:`TensorSource` or dict).
 
   ``strict=False`` tolerates extra keys (never missing ones or wrong shapes).
   """
-  origin = getattr(src, "origin", "state dict")
-  check_keys(src, cfg, origin=origin, strict=strict)
-  out_dtype = jnp.dtype(dtype or cfg.param_dtype)
-  tree: dict = {}
-  for path, _ in param_specs(cfg):
-    arr = _from_upstream(path, np.asarray(src[upstream_key(path)]))
-    sources.set_path(tree, path, np.ascontiguousarray(arr, dtype=out_dtype))
-  return tree
+  return lazy.materialize_tree(convert_lazy(src, cfg, dtype=dtype, strict=strict))
 
 
 def to_upstream(params: Mapping, cfg: VAEConfig) -> dict[str, np.ndarray]:

@@ -2,12 +2,12 @@
 
 Inputs, as the user downloads them:
 
-  wan_models/Wan2.1-T2V-1.3B/            ``huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B``
+  wan_models/Wan2.1-T2V-1.3B/            ``hf download Wan-AI/Wan2.1-T2V-1.3B``
     config.json, diffusion_pytorch_model.safetensors   (the DiT; used when no LongLive folder)
     Wan2.1_VAE.pth                                       (the VAE)
     models_t5_umt5-xxl-enc-bf16.pth                      (the umT5-XXL encoder)
     google/umt5-xxl/                                     (tokenizer files)
-  longlive_models/                        ``huggingface-cli download Efficient-Large-Model/LongLive-1.3B``
+  longlive_models/                        ``hf download Efficient-Large-Model/LongLive-1.3B``
     models/longlive_base.pt, models/lora.pt              (the generator and its LoRA)
 
 Output folder: ``params/`` (the DiT, LoRA merged), ``vae/``, ``umt5/`` (bfloat16 by default:
@@ -26,14 +26,13 @@ from pathlib import Path
 
 import jax
 
-from longlive_jax import checkpoint
-from longlive_jax.convert import sources, umt5, wan_vae
+from longlive_jax.convert import sources, umt5, wan_vae, writer
 from longlive_jax.convert.errors import CheckpointError
-from longlive_jax.convert.run import build_dit
+from longlive_jax.convert.run import build_dit, progress_bar
 from longlive_jax.text.config import UMT5_XXL, UMT5Config
 
-WAN_HINT = "huggingface-cli download Wan-AI/Wan2.1-T2V-1.3B --local-dir {dir}"
-LONGLIVE_HINT = "huggingface-cli download Efficient-Large-Model/LongLive-1.3B --local-dir {dir}"
+WAN_HINT = "hf download Wan-AI/Wan2.1-T2V-1.3B --local-dir {dir}"
+LONGLIVE_HINT = "hf download Efficient-Large-Model/LongLive-1.3B --local-dir {dir}"
 VAE_FILE = "Wan2.1_VAE.pth"
 T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
 TOKENIZER_DIR = "google/umt5-xxl"
@@ -145,38 +144,39 @@ def convert_model(
   inp = find_inputs(wan_dir, longlive_dir, lora=lora, ema=ema)
   # the LongLive generator has no config.json of its own: the Wan folder's describes it
   dit_config = config or (str(Path(wan_dir) / "config.json") if (Path(wan_dir) / "config.json").is_file() else None)
-  dit = build_dit(
-    inp.dit, config=dit_config, container=inp.dit_container, lora=inp.lora, dtype=dtype, progress=progress
-  )
-  vae_src = sources.open_state_dict(inp.vae)
-  vae_cfg = wan_vae.infer_config(vae_src)
-  vae_params = wan_vae.convert(vae_src, vae_cfg, dtype=dtype)
-  t5_src = sources.open_state_dict(inp.t5)
-  t5_cfg = infer_umt5_config(t5_src).replace(param_dtype=text_dtype)
-  if t5_cfg.dim != dit.cfg.text_dim:
-    raise CheckpointError(
-      f"{inp.t5}: the text encoder's width {t5_cfg.dim} does not match the DiT's text_dim {dit.cfg.text_dim}"
+  # Every input is opened and checked (keys, shapes, sizes) before anything is converted; the
+  # parameters are lazy: read, converted and written one layer at a time by writer.save.
+  with progress_bar(progress, "converting DiT") as tick, progress_bar(progress, "converting umT5") as t5_tick:
+    dit = build_dit(inp.dit, config=dit_config, container=inp.dit_container, lora=inp.lora, dtype=dtype, progress=tick)
+    vae_src = sources.open_state_dict(inp.vae)
+    vae_cfg = wan_vae.infer_config(vae_src)
+    vae_params = wan_vae.convert_lazy(vae_src, vae_cfg, dtype=dtype)
+    t5_src = sources.open_state_dict(inp.t5)
+    t5_cfg = infer_umt5_config(t5_src).replace(param_dtype=text_dtype)
+    if t5_cfg.dim != dit.cfg.text_dim:
+      raise CheckpointError(
+        f"{inp.t5}: the text encoder's width {t5_cfg.dim} does not match the DiT's text_dim {dit.cfg.text_dim}"
+      )
+    t5_params = umt5.convert_lazy(t5_src, t5_cfg, dtype=text_dtype, progress=t5_tick)
+    counts = {
+      "dit": sum(x.size for x in jax.tree.leaves(dit.params)),
+      "vae": sum(x.size for x in jax.tree.leaves(vae_params)),
+      "umt5": sum(x.size for x in jax.tree.leaves(t5_params)),
+    }
+    writer.save(
+      out,
+      cfg=dit.cfg,
+      params=dit.params,
+      adapter_meta=dit.adapter_meta,
+      meta={
+        "source": {"wan_dir": str(wan_dir), "longlive_dir": str(longlive_dir) if longlive_dir else None},
+        "dit_source": str(inp.dit),
+        "config_source": dit.config_source,
+        "num_params": counts,
+      },
+      components={"vae": (vae_params, vae_cfg.to_dict()), "umt5": (t5_params, t5_cfg.to_dict())},
+      files={"tokenizer": inp.tokenizer},
+      overwrite=overwrite,
     )
-  t5_params = umt5.convert(t5_src, t5_cfg, dtype=text_dtype)
-  counts = {
-    "dit": sum(x.size for x in jax.tree.leaves(dit.params)),
-    "vae": sum(x.size for x in jax.tree.leaves(vae_params)),
-    "umt5": sum(x.size for x in jax.tree.leaves(t5_params)),
-  }
-  checkpoint.save(
-    out,
-    cfg=dit.cfg,
-    params=dit.params,
-    adapter_meta=dit.adapter_meta,
-    meta={
-      "source": {"wan_dir": str(wan_dir), "longlive_dir": str(longlive_dir) if longlive_dir else None},
-      "dit_source": str(inp.dit),
-      "config_source": dit.config_source,
-      "num_params": counts,
-    },
-    components={"vae": (vae_params, vae_cfg.to_dict()), "umt5": (t5_params, t5_cfg.to_dict())},
-    files={"tokenizer": inp.tokenizer},
-    overwrite=overwrite,
-  )
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
   return WholeSummary(out, inp, counts, time.time() - t0, peak)
