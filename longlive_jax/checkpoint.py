@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -109,6 +110,20 @@ def _abstract_like(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
+def check_finite(tree, *, origin: str) -> None:
+  """Raises :class:`CheckpointError` naming the first parameter (tree path) holding NaN / inf and the count.
+
+  Weights that never went through conversion (a training export, a copied folder) are checked where they enter,
+  so a broken checkpoint is an error, not an all-NaN video. One pass over the parameters, on device.
+  """
+  for key, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if not jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.floating):
+      continue
+    bad = int(jnp.sum(~jnp.isfinite(leaf)))
+    if bad:
+      raise CheckpointError(f"{origin}: parameter {jax.tree_util.keystr(key)} holds {bad} non-finite values (NaN/inf)")
+
+
 def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, dict, dict | None, dict]:
   """Loads ``(config, params, adapter_or_None, info)``; ``dtype`` overrides the compute dtype of the config."""
   path = Path(ckpt_dir).absolute()
@@ -127,6 +142,7 @@ def load(ckpt_dir: str | Path, *, dtype: str | None = None) -> tuple[WanConfig, 
     raise CheckpointError(f"{path}/params: does not match the config in {META_FILE}: {e}") from e
   # Orbax restores the stored shapes whatever the target says: check them against the config.
   check_params(cfg, params, origin=f"{path}/params (config from {META_FILE})")
+  check_finite(params, origin=f"{path}/params")
   adapter = None
   if info.get("has_adapter"):
     adapter = ckptr.restore(path / "lora")
@@ -152,6 +168,7 @@ def load_component(ckpt_dir: str | Path, name: str, *, target=None) -> tuple[dic
     params = ckptr.restore(path / name, _abstract_like(target) if target is not None else None)
   except (ValueError, FileNotFoundError, KeyError) as e:
     raise CheckpointError(f"{path}/{name}: unreadable or does not match its config: {e}") from e
+  check_finite(params, origin=f"{path}/{name}")
   return comps[name]["config"], params
 
 

@@ -4,6 +4,7 @@ mp4 + PNG frames written block by block. Also the converter's missing-file repor
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import ml_dtypes
@@ -133,3 +134,28 @@ def test_video_output_needs_a_vae(tmp_path, capsys, tiny_cfg):
   args = ["generate", str(tmp_path / "e.npy"), "--checkpoint", str(ckpt), "--frames", "3", "--height", "4"]
   assert cli.main([*args, "--width", "4", "--window", "9", "--out", str(tmp_path / "v.mp4")]) == 2
   assert "needs the vae component" in capsys.readouterr().err
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path, tiny_cfg):
+  """A checkpoint that never went through conversion (a training export, a copied folder) with NaN / inf in it
+  is an error naming the parameter, for the DiT and for components alike, not an all-NaN video."""
+  import jax
+
+  from longlive_jax import checkpoint
+  from longlive_jax.convert.errors import CheckpointError
+  from longlive_jax.model.params import params_of
+  from longlive_jax.model.wan import init_model
+
+  params = jax.tree.map(np.asarray, params_of(init_model(tiny_cfg, seed=0)))
+  good = checkpoint.save(tmp_path / "good", cfg=tiny_cfg, params=params)
+  checkpoint.load(good)  # finite: loads
+  flat, tree = jax.tree_util.tree_flatten_with_path(params)
+  leaves = [np.array(v) for _, v in flat]
+  leaves[3].reshape(-1)[:2] = [np.nan, np.inf]
+  bad = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
+  name = jax.tree_util.keystr(flat[3][0])
+  out = checkpoint.save(tmp_path / "bad", cfg=tiny_cfg, params=bad, components={"extra": (bad, {})})
+  with pytest.raises(CheckpointError, match=rf"params: parameter {re.escape(name)} holds 2 non-finite"):
+    checkpoint.load(out)
+  with pytest.raises(CheckpointError, match="extra: parameter .* holds 2 non-finite"):
+    checkpoint.load_component(out, "extra")
