@@ -16,7 +16,7 @@ from longlive_jax.convert import CheckpointError, sources, torch_save, wan_vae
 from longlive_jax.vae import stream
 from longlive_jax.vae.config import VAEConfig, get_preset, tiny_vae_config
 from longlive_jax.vae.golden_case import run_golden
-from longlive_jax.vae.model import abstract_vae, count_params
+from longlive_jax.vae.model import abstract_vae, count_params, init_vae
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,26 @@ def test_streaming_encode_equals_full_encode(golden_vae):
   mu = np.asarray(stream.encode(golden_vae, video, normalize=False))
   np.testing.assert_allclose(np.asarray(stream.normalize_latent(jnp.asarray(mu))), full, atol=1e-6)
   np.testing.assert_allclose(np.asarray(stream.denormalize_latent(jnp.asarray(full))), mu, atol=1e-5)
+
+
+def test_three_level_vae_streams_like_it_decodes():
+  """3 levels (4x in space, 4x in time: the toy world's VAE): streaming decode / encode equal the full ones."""
+  cfg = tiny_vae_config(dim_mult=(1, 2, 4), temperal_downsample=(True, True))
+  assert (cfg.space_stride, cfg.time_stride) == (4, 4)
+  vae = init_vae(cfg, seed=1)
+  video = jax.random.uniform(jax.random.key(7), (1, 9, 16, 16, 3), minval=-1, maxval=1)
+  z = stream.encode(vae, video)
+  assert z.shape == (1, 3, 4, 4, 16)
+  cache = stream.init_encode_cache(vae, batch=1, height=16, width=16)
+  a, cache = stream.encode_step(vae, cache, video[:, :5])
+  b, _ = stream.encode_step(vae, cache, video[:, 5:])
+  np.testing.assert_allclose(np.concatenate([a, b], axis=1), np.asarray(z), atol=1e-6, rtol=0)
+  zz = jax.random.normal(jax.random.key(8), (1, 5, 4, 4, 16))
+  blocks, _ = _stream(vae, zz, [2, 1, 2])
+  assert [x.shape[1] for x in blocks] == [5, 4, 8]
+  full = np.asarray(stream.decode(vae, zz, clamp=False))
+  assert full.shape == (1, 17, 16, 16, 3)
+  np.testing.assert_allclose(np.concatenate(blocks, axis=1), full, atol=1e-6, rtol=0)
 
 
 def test_bad_inputs_are_named(golden_vae):

@@ -1,6 +1,6 @@
 """The toy-world VAE's reconstruction PSNR on held-out clips, against the position in a long stream.
 
-  python experiments/toyworld/vae_psnr.py --vae runs/toyworld/vae_long/export --out experiments/results/toyworld_vae.json
+  python experiments/toyworld/vae_psnr.py --vae runs/toyworld/vae/export --out experiments/results/toyworld_vae.json
 
 Clips of the held-out combinations (``grammar.HELD_OUT``, never in training), seeds disjoint from the training
 clips', 30% with a prompt switch, encoded and decoded with the streaming caches carried over the whole clip.

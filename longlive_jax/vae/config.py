@@ -31,7 +31,8 @@ class VAEConfig:
   Attributes:
     dim: base width (96 for Wan2.1); level widths are ``dim * dim_mult``.
     z_dim: latent channels (16). The encoder emits ``2 * z_dim`` (mean, log-variance).
-    dim_mult: width multipliers of the 4 levels.
+    dim_mult: width multipliers of the levels (Wan2.1: 4 levels, 8x in space; 3 levels give 4x).
+      Space shrinks 2x at every level transition (``space_stride = 2 ** (len(dim_mult) - 1)``).
     num_res_blocks: residual blocks per encoder level (the decoder has one more).
     attn_scales: spatial scales (1.0, 0.5, ...) that get an attention block after each
       residual block; Wan2.1 uses none (attention only in the two ``middle`` stacks).
@@ -69,9 +70,11 @@ class VAEConfig:
     for name in ("dim", "z_dim", "num_res_blocks"):
       if int(getattr(self, name)) <= 0:
         raise ConfigError(f"VAEConfig.{name} must be positive, got {getattr(self, name)!r}")
-    if len(self.dim_mult) != 4 or min(self.dim_mult) <= 0:
-      # Upstream's decoder halves the input width of levels 1..3 by hand: it assumes 4 levels.
-      raise ConfigError(f"VAEConfig.dim_mult must be 4 positive multipliers, got {self.dim_mult}")
+    if len(self.dim_mult) < 2 or min(self.dim_mult) <= 0:
+      # Upstream's decoder halves the input width of levels 1..3 by hand (4 levels, 8x in space); the
+      # decoder here halves it after every resample, which is the same for 4 levels and also builds
+      # 3 levels (4x in space: the toy world's VAE) or 2.
+      raise ConfigError(f"VAEConfig.dim_mult must be 2 or more positive multipliers, got {self.dim_mult}")
     if len(self.temperal_downsample) != len(self.dim_mult) - 1:
       raise ConfigError(
         f"VAEConfig.temperal_downsample needs {len(self.dim_mult) - 1} entries, got {self.temperal_downsample}"
