@@ -179,3 +179,17 @@ def component_file(ckpt_dir: str | Path, name: str) -> Path:
   if name not in (info.get("files") or {}):
     raise CheckpointError(f"{path}: holds no {name!r} files (convert the whole model with --wan-dir)")
   return path / info["files"][name]
+
+
+def native_latent_size(info: Mapping[str, Any]) -> tuple[int, int] | None:
+  """``(height, width)`` in latents of a checkpoint's native resolution (``read_meta`` output), or ``None``.
+
+  The metadata's ``native_resolution`` is in pixels; the spatial stride is its VAE component's
+  (``2 ** (len(dim_mult) - 1)``: 8 for Wan2.1, 4 for the toy world's), 8 without a VAE component.
+  """
+  native = (info.get("meta") or {}).get("native_resolution")
+  if not native:
+    return None
+  vae = (info.get("components") or {}).get("vae")
+  stride = 2 ** (len(vae["config"].get("dim_mult", (1, 2, 4, 4))) - 1) if vae and vae.get("config") else 8
+  return int(native[0]) // stride, int(native[1]) // stride

@@ -32,9 +32,13 @@ def _add_stream_options(p) -> None:
   )
   p.add_argument("--frames", type=int, default=120, help="latent frames to generate, a multiple of 3 (default 120)")
   p.add_argument(
-    "--height", type=int, help="latent height (default: the checkpoint's native resolution / 8, else 60 = 480 px)"
+    "--height",
+    type=int,
+    help="latent height (default: the checkpoint's native resolution / the VAE's stride, else 60 = 480 px)",
   )
-  p.add_argument("--width", type=int, help="latent width (default: the checkpoint's native resolution / 8, else 104)")
+  p.add_argument(
+    "--width", type=int, help="latent width (default: the checkpoint's native resolution / the VAE's stride, else 104)"
+  )
   p.add_argument(
     "--seed", type=int, default=0, help="PRNG seed of the noise, 0 to 2**32 - 1 (block b draws from fold_in(seed, b))"
   )
@@ -61,12 +65,11 @@ def _resolve_checkpoint(a) -> dict:
     a.checkpoint = str(default_checkpoint())
   info = checkpoint.read_meta(a.checkpoint)
   meta = info.get("meta") or {}
-  native = meta.get("native_resolution")
-  stride = 8  # the Wan VAE's spatial stride
+  native = checkpoint.native_latent_size(info)  # pixels / the VAE's stride (8 for Wan2.1, 4 for the toy world)
   if a.height is None:
-    a.height = native[0] // stride if native else 60
+    a.height = native[0] if native else 60
   if a.width is None:
-    a.width = native[1] // stride if native else 104
+    a.width = native[1] if native else 104
   if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
   return info

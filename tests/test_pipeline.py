@@ -74,6 +74,17 @@ def test_whole_checkpoint_holds_every_component(whole_ckpt):
   assert (whole_ckpt / "tokenizer" / "tokenizer.json").is_file()
 
 
+def test_native_latent_size_follows_the_vae_stride():
+  """Pixels / the VAE component's spatial stride: 8 for Wan2.1's 4 levels, 4 for the toy world's 3."""
+  meta = {"meta": {"native_resolution": [480, 832]}}
+  assert checkpoint.native_latent_size(meta) == (60, 104)  # no VAE component: Wan's 8
+  wan = {**meta, "components": {"vae": {"config": {"dim_mult": [1, 2, 4, 4]}}}}
+  assert checkpoint.native_latent_size(wan) == (60, 104)
+  toy = {"meta": {"native_resolution": [64, 64]}, "components": {"vae": {"config": {"dim_mult": [1, 2, 4]}}}}
+  assert checkpoint.native_latent_size(toy) == (16, 16)
+  assert checkpoint.native_latent_size({"meta": {}}) is None
+
+
 def test_text_prompts_with_a_switch_to_mp4_and_pngs(whole_ckpt, tmp_path):
   script = tmp_path / "prompts.jsonl"
   script.write_text(json.dumps({"prompts": ["a cat sat on the mat", "the dog ran in the park"]}) + "\n")

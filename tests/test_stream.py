@@ -20,19 +20,23 @@ from longlive_jax.stream.noise import BlockShape, GivenNoise, KeyNoise
 H, W = 4, 6
 
 
-def _setup(window=9, sink=3, relative=False, seed=0):
-  cfg = tiny_config()
+def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W):
+  cfg = tiny_config(patch_size=(1, patch, patch))
   model = init_model(cfg, seed=seed)
   spec = StreamSpec(
-    block_frames=3, sink_frames=sink, window_frames=window, tokens_per_frame=(H // 2) * (W // 2), relative_rope=relative
+    block_frames=3,
+    sink_frames=sink,
+    window_frames=window,
+    tokens_per_frame=(h // patch) * (w // patch),
+    relative_rope=relative,
   )
   return cfg, Streamer(model, spec)
 
 
-def _draws(cfg, nb, seed=1):
+def _draws(cfg, nb, seed=1, h=H, w=W):
   k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
-  noise = jax.random.normal(k1, (1, 3 * nb, H, W, cfg.in_dim))
-  renoise = jax.random.normal(k2, (nb, 3, 1, 3, H, W, cfg.in_dim))
+  noise = jax.random.normal(k1, (1, 3 * nb, h, w, cfg.in_dim))
+  renoise = jax.random.normal(k2, (nb, 3, 1, 3, h, w, cfg.in_dim))
   ctx = jax.random.normal(k3, (1, cfg.text_len, cfg.text_dim))
   return noise, renoise, ctx
 
@@ -72,19 +76,20 @@ def test_appending_blocks_never_changes_earlier_ones():
   np.testing.assert_array_equal(long[:, :9], short)
 
 
-def test_streaming_equals_one_block_causal_full_forward():
+@pytest.mark.parametrize("patch, h, w", [(2, H, W), (4, 8, 8)])  # Wan2.1's 2x2 patch; the toy world's 4x4
+def test_streaming_equals_one_block_causal_full_forward(patch, h, w):
   """With a window covering the video, every denoising step of the last block equals ONE forward of the model over
   the whole sequence (earlier blocks clean at t=0, the last block noisy at t_k) under the block-causal mask, and the
   final cache holds exactly the keys/values of the block-causal forward over the clean video."""
-  cfg, st = _setup(window=30, sink=3)
+  cfg, st = _setup(window=30, sink=3, patch=patch, h=h, w=w)
   nb = 3
-  noise, renoise, ctx = _draws(cfg, nb)
+  noise, renoise, ctx = _draws(cfg, nb, h=h, w=w)
   sess = st.session(GivenNoise(noise, renoise, block_frames=3), ctx, batch=1)
   run = [sess.next_block() for _ in range(nb)]
-  clean = jnp.concatenate([x0 for _, x0, _ in run], axis=1)  # [1, 9, H, W, C]
+  clean = jnp.concatenate([x0 for _, x0, _ in run], axis=1)  # [1, 9, h, w, C]
   model = init_model(cfg, seed=0)
   ck, cv = model.cross_kv(ctx)
-  tpf = (H // 2) * (W // 2)
+  tpf = (h // patch) * (w // patch)
   mask = block_causal_mask(num_frames=3 * nb, block_frames=3, tokens_per_frame=tpf)[None]  # [1, S, S]
   pos = jnp.arange(3 * nb, dtype=jnp.int32)
   steps = np.asarray(run[-1][2]["x0_steps"])  # [4, 1, 3, H, W, C]
@@ -102,6 +107,16 @@ def test_streaming_equals_one_block_causal_full_forward():
   # frame f sits in slot f here (sink 0..2, ring slot 3 + (f - 3) % 24), so the first 9 slots are the video in order.
   np.testing.assert_allclose(np.asarray(sess.cache.k[:, :, : 9 * tpf]), np.asarray(k_ref), atol=2e-5)
   np.testing.assert_allclose(np.asarray(sess.cache.v[:, :, : 9 * tpf]), np.asarray(v_ref), atol=2e-5)
+
+
+def test_a_spec_that_does_not_fit_the_block_is_refused():
+  """StreamSpec's default tokens_per_frame (1560, 480x832) on a small block used to write nothing into the cache, so
+  every block was generated without memory; the engine now refuses the mismatch, naming both counts."""
+  cfg = tiny_config(patch_size=(1, 4, 4))
+  st = Streamer(init_model(cfg, seed=0), StreamSpec(block_frames=3, sink_frames=3, window_frames=9))
+  noise, renoise, ctx = _draws(cfg, 1, h=8, w=8)
+  with pytest.raises(ValueError, match=r"4 tokens per frame \(patch 4x4\) but the StreamSpec says 1560"):
+    next(st.stream(noise, renoise, [ctx]))
 
 
 def test_block_causal_mask_hides_the_future():

@@ -190,6 +190,30 @@ def test_vae_stage_trains_and_exports(tmp_path):
   )
   with pytest.raises(Exception, match="options.init"):
     wider.init(jax.random.PRNGKey(5), mesh=None)
+  # a decoder fine-tune (freeze_encoder): the encoder and the latent statistics stay exactly init's, the decoder moves
+  dec = VAEStage(
+    vae_config=cfg,
+    optim_config=OptimConfig(lr=1e-3),
+    options=Options(init=str(out), freeze_encoder=True),
+    ema_decay=0.9,
+  )
+  s2 = dec.init(jax.random.PRNGKey(5), mesh=None)
+  for _ in range(2):
+    s2, _ = jax.jit(dec.step, compiler_options={"xla_backend_optimization_level": 0})(s2, batch)
+  init_params = jax.tree.map(np.asarray, stage.export(state))
+  for tree in (s2.params, dec.export(s2)):
+    for k in ("encoder", "conv1"):
+      jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, tree[k]), init_params[k])
+  moved = jax.tree.leaves(
+    jax.tree.map(lambda a, b: np.abs(np.asarray(a) - b).max(), s2.params["decoder"], init_params["decoder"])
+  )
+  assert max(moved) > 0
+  assert (
+    dec.trained_config(s2).latent_mean == vae.cfg.latent_mean
+    and dec.trained_config(s2).latent_std == vae.cfg.latent_std
+  )
+  with pytest.raises(ValueError, match="freeze_encoder: needs options.init"):
+    Options(freeze_encoder=True)
 
 
 def test_vae_burn_in_is_cut_from_the_gradient():

@@ -41,6 +41,13 @@ def call(
   the cached frames attended to; ``frame_pos`` overrides the block's positions (default: after
   the cache). :func:`denoise`, :func:`commit` and :func:`recache` are built on it.
   """
+  _, ph, pw = model.cfg.patch_size
+  tpf = (x.shape[2] // ph) * (x.shape[3] // pw)  # tokens per latent frame of this block
+  if tpf != spec.tokens_per_frame:  # static: a mismatched spec would write nothing (or garbage) into the cache
+    raise ValueError(
+      f"block {tuple(x.shape)} has {tpf} tokens per frame (patch {ph}x{pw}) but the StreamSpec says "
+      f"{spec.tokens_per_frame}: build the spec from the latent size and the model's patch size"
+    )
   k, v, valid, pos, num_valid = view(cache, spec, slot_mask=slot_mask)
   n = x.shape[1]
   if frame_pos is None:

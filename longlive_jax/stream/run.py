@@ -98,13 +98,20 @@ class StreamOptions:
       raise StreamInputError(f"switch mode {self.switch_mode!r}: choose one of {', '.join(SWITCH_MODES)}")
     self.spec()
 
-  def spec(self) -> StreamSpec:
+  def spec(self, *, patch: tuple[int, int] = (2, 2)) -> StreamSpec:
+    """The cache layout for a model with spatial ``patch`` (Wan2.1: 2x2; the toy world's DiT: 4x4)."""
+    ph, pw = patch
+    if self.height % ph or self.width % pw:
+      raise StreamInputError(
+        f"--height {self.height} / --width {self.width}: the latent size must be a multiple of the model's "
+        f"patch ({ph}x{pw})"
+      )
     try:
       return StreamSpec(
         block_frames=self.block_frames,
         sink_frames=self.sink_frames,
         window_frames=self.window_frames,
-        tokens_per_frame=(self.height // 2) * (self.width // 2),
+        tokens_per_frame=(self.height // ph) * (self.width // pw),
         relative_rope=self.relative_rope,
       )
     except ValueError as e:
@@ -155,7 +162,7 @@ def load_streamer(checkpoint_dir: str | Path, opts: StreamOptions) -> Streamer:
   model = model_from_params(cfg, params)
   return Streamer(
     model,
-    opts.spec(),
+    opts.spec(patch=cfg.patch_size[1:]),
     context_t=opts.context_noise,
     global_sink=opts.global_sink,
     switch_mode=opts.switch_mode,

@@ -38,8 +38,12 @@ def add_serve(sub) -> None:
   p.add_argument(
     "--frames", type=int, help="latent frames a take lasts at most (default: the model's RoPE table, 1024)"
   )
-  p.add_argument("--height", type=int, help="latent height (default: the checkpoint's native resolution / 8)")
-  p.add_argument("--width", type=int, help="latent width (default: the checkpoint's native resolution / 8)")
+  p.add_argument(
+    "--height", type=int, help="latent height (default: the checkpoint's native resolution / the VAE's stride)"
+  )
+  p.add_argument(
+    "--width", type=int, help="latent width (default: the checkpoint's native resolution / the VAE's stride)"
+  )
   p.add_argument("--fps", type=float, help="playback frame rate (default: the checkpoint's, else 16)")
   p.add_argument("--block-frames", type=int, default=3, help="latent frames per block (default 3)")
   p.add_argument("--sink", type=int, default=3, help="sink frames (default 3)")

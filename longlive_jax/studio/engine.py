@@ -24,7 +24,6 @@ from longlive_jax.stream import run as srun
 from longlive_jax.stream.noise import BlockShape, KeyNoise
 from longlive_jax.video_io import to_uint8
 
-VAE_STRIDE = 8  # the Wan VAE's spatial stride
 EMBEDDING_SUFFIXES = (".npy", ".npz")  # `interactive` reads such prompts as files: the studio takes text only
 
 
@@ -43,10 +42,10 @@ class ModelDefaults:
 
 
 def model_defaults(ckpt: str | Path) -> ModelDefaults:
-  """The latent size (native resolution / 8, else 60 x 104 = 480 x 832) and frame rate (else 16) of ``ckpt``."""
-  meta = checkpoint.read_meta(ckpt).get("meta") or {}
-  native = meta.get("native_resolution")
-  h, w = (native[0] // VAE_STRIDE, native[1] // VAE_STRIDE) if native else (60, 104)
+  """The latent size (native resolution / the VAE's stride, else 60 x 104 = 480 x 832) and frame rate (else 16)."""
+  info = checkpoint.read_meta(ckpt)
+  meta = info.get("meta") or {}
+  h, w = checkpoint.native_latent_size(info) or (60, 104)
   return ModelDefaults(height=h, width=w, fps=float(meta.get("fps", 16.0)), toyworld=bool(meta.get("toyworld")))
 
 

@@ -248,8 +248,8 @@ class Studio:
         model = {
           "checkpoint": Path(eng.ckpt).name,
           "fps": eng.fps,
-          "height": eng.opts.height * 8,
-          "width": eng.opts.width * 8,
+          "height": eng.opts.height * eng.vae.cfg.space_stride,
+          "width": eng.opts.width * eng.vae.cfg.space_stride,
           "block_frames": eng.block_frames,
           "max_prompt_chars": eng.max_prompt_chars,
           "load_seconds": round(eng.load_seconds, 2),

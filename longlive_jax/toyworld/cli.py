@@ -53,7 +53,7 @@ def add_toyworld(sub) -> None:
   q.add_argument("--prompts", required=True, help="an .npz with a 'prompt' array (toyworld prompts)")
   q.add_argument("--out", required=True)
   q.add_argument("--latent-frames", type=int, default=21)
-  q.add_argument("--latent-size", type=int, default=8)
+  q.add_argument("--latent-size", type=int, default=16, help="latent height = width (64 px through the 4x VAE: 16)")
   q.add_argument("--steps", type=int, default=48, help="Euler steps (a multiple of 4)")
   q.add_argument("--guidance", type=float, default=3.0)
   q.add_argument("--seed", type=int, default=2)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax.toyworld import judge
-from longlive_jax.toyworld.render import FPS, latent_to_video_frame
+from longlive_jax.toyworld.render import FPS, LATENT_SIZE, latent_to_video_frame
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ def causal_videos(
   switch_frames: Sequence[int] = (),
   seed: int = 0,
   settings: StreamSettings = StreamSettings(),
-  latent_size: int = 8,
+  latent_size: int = LATENT_SIZE,
   progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
   """uint8 ``[N, T, H, W, 3]`` videos of the scripts (each ``len(switch_frames) + 1`` prompts, switches at the
@@ -82,8 +82,12 @@ def causal_videos(
   k = len(switch_frames) + 1
   if any(len(s) != k for s in scripts):
     raise ValueError(f"every script needs {k} prompts for {len(switch_frames)} switches")
+  _, ph, pw = dit.cfg.patch_size
   spec = StreamSpec(
-    block_frames=settings.block_frames, sink_frames=settings.sink_frames, window_frames=settings.window_frames
+    block_frames=settings.block_frames,
+    sink_frames=settings.sink_frames,
+    window_frames=settings.window_frames,
+    tokens_per_frame=(latent_size // ph) * (latent_size // pw),
   )
   st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
   contexts = [jnp.asarray(encode_text([s[i] for s in scripts])) for i in range(k)]  # each [N, L, D]
@@ -113,7 +117,7 @@ def teacher_videos(
   seed: int = 0,
   num_steps: int = 48,
   guidance: float = 3.0,
-  latent_size: int = 8,
+  latent_size: int = LATENT_SIZE,
   batch: int = 25,
 ) -> tuple[np.ndarray, dict]:
   """uint8 videos of the bidirectional teacher's guided ODE samples (one prompt each, no switches)."""
@@ -136,18 +140,25 @@ def teacher_videos(
   return np.concatenate(out), {"seconds": time.perf_counter() - t0}
 
 
-def vae_psnr(vae, videos: np.ndarray, *, bin_latents: int = 4, batch: int = 8) -> dict:
-  """Reconstruction PSNR (dB, peak-to-peak 255) of uint8 ``videos [N, T, H, W, 3]`` through the streaming encode
-  and decode (causal caches carried over the whole clip, inference's path), overall and per bin of
-  ``bin_latents`` latents (latent 0 is frame 0, latent ``i`` frames ``4i-3 .. 4i``): a stream that degrades
-  with its length shows as falling bins."""
+def reconstruct(vae, videos: np.ndarray, *, batch: int = 8) -> np.ndarray:
+  """uint8 ``videos [N, T, H, W, 3]`` encoded and decoded by ``vae`` (streaming caches over the whole clip)."""
   from longlive_jax.vae.stream import decode, encode
 
   recon = []
   for s in range(0, len(videos), batch):
     x = jnp.asarray(videos[s : s + batch], jnp.float32) / 127.5 - 1.0
     recon.append(_to_uint8(decode(vae, encode(vae, x))))
-  err = np.square(np.concatenate(recon).astype(np.float64) - videos.astype(np.float64))  # [N, T, H, W, 3]
+  return np.concatenate(recon)
+
+
+def vae_psnr(vae, videos: np.ndarray, *, bin_latents: int = 4, batch: int = 8) -> dict:
+  """Reconstruction PSNR (dB, peak-to-peak 255) of uint8 ``videos [N, T, H, W, 3]`` through the streaming encode
+  and decode (causal caches carried over the whole clip, inference's path), overall and per bin of
+  ``bin_latents`` latents (latent 0 is frame 0, latent ``i`` frames ``4i-3 .. 4i``): a stream that degrades
+  with its length shows as falling bins."""
+  err = np.square(
+    reconstruct(vae, videos, batch=batch).astype(np.float64) - videos.astype(np.float64)
+  )  # [N, T, H, W, 3]
   per_frame = err.mean(axis=(0, 2, 3, 4))  # [T]
 
   def psnr(mse: float) -> float:

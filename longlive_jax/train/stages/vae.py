@@ -67,6 +67,9 @@ class Options:
       dominated by the background, learn last.
     init: a checkpoint folder holding a ``vae`` component (e.g. an earlier vae export) to start from; its
       config must have the same architecture as ``vae``.
+    freeze_encoder: train the decoder only (needs ``init``): the encoder and its latent statistics stay those of
+      ``init`` exactly, so latents already encoded with it (and every model trained on them) stay valid while
+      the decoder sharpens (Stable Diffusion's decoder fine-tune).
   """
 
   vae: dict = dataclasses.field(default_factory=lambda: {"dim": 8})
@@ -79,8 +82,11 @@ class Options:
   first_frame_weight: float = 1.0
   edge_weight: float = 0.0
   init: str | None = None
+  freeze_encoder: bool = False
 
   def __post_init__(self):
+    if self.freeze_encoder and self.init is None:
+      raise ValueError("options.freeze_encoder: needs options.init (the VAE whose encoder is kept)")
     if self.detach_latents is not None:
       a, b = (int(v) for v in self.detach_latents)
       if not 0 < a < b:
@@ -159,6 +165,9 @@ def gradient_difference(x_hat: Array, x: Array) -> Array:
   dy = jnp.abs(jnp.diff(x_hat, axis=2) - jnp.diff(x, axis=2))  # [B, T, H-1, W, C]
   dx = jnp.abs(jnp.diff(x_hat, axis=3) - jnp.diff(x, axis=3))  # [B, T, H, W-1, C]
   return jnp.mean(dy, axis=(0, 2, 3, 4)) + jnp.mean(dx, axis=(0, 2, 3, 4))
+
+
+ENCODER_KEYS = ("encoder", "conv1")  # the parameters that map video to the posterior (conv2 + decoder decode)
 
 
 class VAEStage:
@@ -263,6 +272,8 @@ class VAEStage:
     key = jax.random.fold_in(state.key, state.step)
     video = jnp.asarray(batch["video"], jnp.float32)
     (loss, (aux, mu)), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, video, key)
+    if self.options.freeze_encoder:
+      grads = {k: (jax.tree.map(jnp.zeros_like, g) if k in ENCODER_KEYS else g) for k, g in grads.items()}
     params, opt_state, ema = optim.apply(
       self.tx,
       grads,
@@ -273,6 +284,10 @@ class VAEStage:
       decay=self.ema_decay or 0.0,
       start_step=self.ema_start_step,
     )
+    if self.options.freeze_encoder:  # exactly the initial encoder (no drift from the optimizer's epsilon terms)
+      params = {k: (state.params[k] if k in ENCODER_KEYS else v) for k, v in params.items()}
+      if ema is not None:
+        ema = {k: (state.ema[k] if k in ENCODER_KEYS else v) for k, v in ema.items()}
     m = self.options.stats_momentum
     axes = tuple(range(mu.ndim - 1))
     mu_mean = m * state.mu_mean + (1 - m) * jnp.mean(mu, axis=axes)
@@ -307,7 +322,12 @@ class VAEStage:
     return video[:, y : y + c, x : x + c]
 
   def trained_config(self, state: VAEState) -> VAEConfig:
-    """The config with the tracked latent statistics."""
+    """The config with the tracked latent statistics (``init``'s own with a frozen encoder)."""
+    if self.options.freeze_encoder:
+      from longlive_jax import checkpoint
+
+      c = checkpoint.read_meta(self.options.init)["components"]["vae"]["config"]
+      return self.vae_config.replace(latent_mean=tuple(c["latent_mean"]), latent_std=tuple(c["latent_std"]))
     mean = np.asarray(state.mu_mean, np.float64)
     std = np.sqrt(np.maximum(np.asarray(state.mu_sq, np.float64) - mean**2, 1e-12))
     return self.vae_config.replace(latent_mean=tuple(mean.tolist()), latent_std=tuple(std.tolist()))
