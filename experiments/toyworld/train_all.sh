@@ -27,7 +27,6 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
 
 step text $LL toyworld text --out longlive_jax/toyworld/text_encoder.npz
 step vae $LL train configs/toyworld/vae.yaml
-step vae-decoder $LL train configs/toyworld/vae_decoder.yaml  # encoder frozen: the latents below are the same either way
 step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 1200
 step teacher $LL train configs/toyworld/teacher.yaml
 step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
@@ -38,6 +37,7 @@ step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
 step streaming-long $LL train configs/toyworld/streaming_long.yaml
+step vae-decoder $LL train configs/toyworld/vae_decoder.yaml  # encoder frozen: the latents above stay valid
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
