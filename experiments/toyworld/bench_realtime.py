@@ -38,8 +38,9 @@ def steady(ckpt: str, blocks: int) -> dict:
   from longlive_jax.stream.noise import BlockShape, KeyNoise
   from longlive_jax.vae.stream import decode_step, init_decode_cache
 
-  meta = checkpoint.read_meta(ckpt)["meta"]
-  h, w = (s // 8 for s in meta["native_resolution"])
+  info = checkpoint.read_meta(ckpt)
+  meta = info["meta"]
+  h, w = checkpoint.native_latent_size(info)  # pixels / the VAE's stride
   opts = srun.StreamOptions(frames=3 * blocks, height=h, width=w)
   st = srun.load_streamer(ckpt, opts)
   ctx = pipeline.TextEncoder(ckpt, text_len=st.cfg.text_len)([PROMPT])
