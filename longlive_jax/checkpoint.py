@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ def save(
   components: Mapping[str, tuple[Any, dict]] | None = None,
   files: Mapping[str, str | Path] | None = None,
   overwrite: bool = False,
+  write_trees: Callable[[Path, Mapping[str, Any]], None] | None = None,
 ) -> Path:
   """Saves a model (and optionally a separate LoRA adapter) as an Orbax checkpoint folder.
 
@@ -47,6 +48,9 @@ def save(
   ``<dir>/<name>`` (e.g. ``vae``, ``umt5``); ``files`` copies files or folders verbatim into
   ``<dir>/<name>`` (e.g. the tokenizer). All of it is renamed into place at once. ``cfg`` and
   ``params`` may both be None: a folder of components only (e.g. a trained VAE).
+  ``write_trees(folder, {name: tree})`` writes the trees (``params``, ``lora``, components) as Orbax
+  folders ``folder/<name>``; the default is Orbax's ``StandardCheckpointer``. The converter passes
+  its streaming writer (:func:`longlive_jax.convert.writer.save`).
   """
   if (cfg is None) != (params is None):
     raise ValueError("checkpoint.save: give the DiT's cfg and params together (or neither)")
@@ -56,14 +60,8 @@ def save(
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
   try:
-    ckptr = ocp.StandardCheckpointer()
-    if params is not None:
-      ckptr.save(tmp / "params", params)
-    if adapter is not None:
-      ckptr.save(tmp / "lora", adapter)
-    for name, (p, _) in (components or {}).items():
-      ckptr.save(tmp / name, p)
-    ckptr.wait_until_finished()
+    trees = {"params": params, "lora": adapter, **{name: p for name, (p, _) in (components or {}).items()}}
+    (write_trees or _write_standard)(tmp, {k: v for k, v in trees.items() if v is not None})
     for name, src in (files or {}).items():
       src = Path(src)
       if src.is_dir():
@@ -88,6 +86,13 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return out
+
+
+def _write_standard(folder: Path, trees: Mapping[str, Any]) -> None:
+  ckptr = ocp.StandardCheckpointer()
+  for name, tree in trees.items():
+    ckptr.save(folder / name, tree)
+  ckptr.wait_until_finished()
 
 
 def read_meta(ckpt_dir: str | Path) -> dict[str, Any]:

@@ -15,10 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,8 +26,6 @@ import tensorstore as ts
 from orbax.checkpoint import future
 
 from longlive_jax import checkpoint
-from longlive_jax.config import WanConfig
-from longlive_jax.convert.errors import CheckpointError
 from longlive_jax.convert.lazy import LazyLeaf
 
 # Layers of one leaf written concurrently: OCDBT commits the writes that queue up together (one
@@ -116,63 +110,20 @@ def _checkpointer() -> tuple[ocp.Checkpointer, _LazyLeafHandler]:
   return ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_ocdbt=True, type_handler_registry=registry)), handler
 
 
-def save(
-  out_dir: str | Path,
-  *,
-  cfg: WanConfig | None = None,
-  params: dict | None = None,
-  adapter: dict | None = None,
-  adapter_meta: dict | None = None,
-  meta: dict | None = None,
-  components: Mapping[str, tuple[Any, dict]] | None = None,
-  files: Mapping[str, str | Path] | None = None,
-  overwrite: bool = False,
-) -> Path:
+def save(out_dir: str | Path, **kwargs: Any) -> Path:
   """:func:`longlive_jax.checkpoint.save` for trees that may hold :class:`LazyLeaf` values (written streaming).
 
-  Same arguments, same folder (``params/``, ``lora/``, one folder per component, copied files,
+  Same keyword arguments, same folder (``params/``, ``lora/``, one folder per component, copied files,
   ``longlive_jax.json``), written to a temporary sibling and renamed into place at the end.
   An error raised while a leaf is computed (e.g. :class:`CheckpointError` for a NaN tensor or a
   corrupt file) is raised here as itself, and nothing is left behind.
   """
-  if (cfg is None) != (params is None):
-    raise ValueError("writer.save: give the DiT's cfg and params together (or neither)")
-  out = Path(out_dir).absolute()
-  if out.exists() and not overwrite:
-    raise CheckpointError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-  try:
-    ckptr, handler = _checkpointer()
-    trees = {"params": params, "lora": adapter}
-    trees.update({name: p for name, (p, _) in (components or {}).items()})
-    for name, tree in trees.items():
-      if tree is None:
-        continue
-      ckptr.save(tmp / name, args=ocp.args.PyTreeSave(tree))
-      if handler.failure is not None:
-        raise handler.failure
-    for name, src in (files or {}).items():
-      src = Path(src)
-      if src.is_dir():
-        shutil.copytree(src, tmp / name)
-      else:
-        shutil.copy2(src, tmp / name)
-    info = {
-      "format_version": checkpoint.FORMAT_VERSION,
-      "model": "wan_dit" if cfg is not None else None,
-      "config": cfg.to_dict() if cfg is not None else None,
-      "lora": adapter_meta,
-      "has_adapter": adapter is not None,
-      "meta": meta or {},
-      "components": {name: {"config": c} for name, (_, c) in (components or {}).items()},
-      "files": {name: name for name in (files or {})},
-    }
-    (tmp / checkpoint.META_FILE).write_text(json.dumps(info, indent=2, default=str))
-    if out.exists():
-      shutil.rmtree(out)
-    os.replace(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  return out
+  return checkpoint.save(out_dir, write_trees=_write_lazy, **kwargs)
+
+
+def _write_lazy(folder: Path, trees: Mapping[str, Any]) -> None:
+  ckptr, handler = _checkpointer()
+  for name, tree in trees.items():
+    ckptr.save(folder / name, args=ocp.args.PyTreeSave(tree))
+    if handler.failure is not None:
+      raise handler.failure
