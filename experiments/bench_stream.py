@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from longlive_jax.config import WanConfig, get_preset, tiny_config
+from longlive_jax.config import ATTENTION_IMPLS, WanConfig, get_preset, tiny_config
 from longlive_jax.model.wan import count_params, init_model
 from longlive_jax.stream.cache import StreamSpec
 from longlive_jax.stream.driver import Streamer
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--sink", type=int, default=3)
   ap.add_argument("--window", type=int, default=12)
   ap.add_argument("--relative-rope", action="store_true")
-  ap.add_argument("--attention", choices=["xla", "cudnn"], default="xla")
+  ap.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto", help="WanConfig.attention_impl")
   ap.add_argument("--paired-rounds", type=int, default=15, help="interleaved re-measurements of blocks 10 and 200")
   ap.add_argument("--out", help="JSON output path")
   a = ap.parse_args(argv)

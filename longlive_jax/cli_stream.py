@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from longlive_jax.config import ATTENTION_IMPLS
+from longlive_jax.model import attention
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES, Switch
 
@@ -52,6 +54,12 @@ def _add_stream_options(p) -> None:
     "--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass, 0 to 1000 (default 0)"
   )
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
+  p.add_argument(
+    "--attention",
+    choices=ATTENTION_IMPLS,
+    help="attention kernel: auto (cuDNN on GPU, chunked for large calls), xla, chunked, cudnn (GPU, bfloat16) "
+    "(default: the checkpoint's attention_impl)",
+  )
   p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,6 +110,9 @@ class _Model:
       raise CheckpointError(f"{a.checkpoint}: holds no diffusion transformer (only: {have})")
     self.ckpt = a.checkpoint
     self.cfg = WanConfig.from_dict(info["config"])
+    if getattr(a, "attention", None) is not None:  # the command runs under attention.override(a.attention)
+      self.cfg = self.cfg.replace(attention_impl=a.attention)
+      self.cfg.replace(dtype=a.dtype or self.cfg.dtype)  # a ConfigError now if they cannot run together
     self.components = set(info.get("components") or {})
     self.opts = srun.StreamOptions(
       frames=a.frames,
@@ -331,7 +342,7 @@ def cmd_generate(a) -> int:
   _check_common(a)
   if a.offline and (out.suffix == VIDEO_SUFFIX or a.png_dir):
     raise srun.StreamInputError("--offline writes latents only: give --out x.npz and no --png-dir")
-  with srun.StopSignals(say=_say) as stop:
+  with srun.StopSignals(say=_say) as stop, attention.override(getattr(a, "attention", None)):
     model = _Model(a)
     prompts = _Prompts(model)
     batch = prompts.check(a.prompt)
@@ -454,7 +465,7 @@ def cmd_interactive(a) -> int:
   _check_common(a)
   if a.line is not None and a.line < 1:
     raise srun.StreamInputError(f"--line {a.line}: lines are numbered from 1")
-  with srun.StopSignals(say=_say) as stop:
+  with srun.StopSignals(say=_say) as stop, attention.override(getattr(a, "attention", None)):
     if a.live:
       return _cmd_live(a, stop)
     return _cmd_script(a, stop)

@@ -20,6 +20,10 @@ _IGNORED_UPSTREAM_KEYS = frozenset(
 )
 
 
+# Attention implementations (longlive_jax.model.attention.dispatch): "auto" picks one per call.
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "cudnn")
+
+
 class ConfigError(ValueError):
   """A configuration value is invalid; the message names the field."""
 
@@ -46,8 +50,11 @@ class WanConfig:
     dtype: compute dtype of matmuls ("float32" is the exact path; "bfloat16"
       keeps norms, modulation, timestep MLP and softmax in float32).
     param_dtype: storage dtype of parameters.
-    attention_impl: "xla" (plain einsum softmax, works everywhere) or "cudnn"
-      (``jax.nn.dot_product_attention`` flash kernel, GPU + bfloat16 only).
+    attention_impl: attention kernel (never changes parameters or, beyond rounding, results):
+      "auto" (cuDNN on a CUDA GPU with 16-bit dtype, else "chunked" for large calls, else "xla"),
+      "xla" (plain einsum softmax, the golden-parity path), "chunked" (online softmax in plain
+      XLA, no whole score tensor) or "cudnn" (``jax.nn.dot_product_attention`` flash kernel; GPU,
+      bfloat16 / float16 only). See :mod:`longlive_jax.model.attention`.
   """
 
   dim: int = 1536
@@ -67,7 +74,7 @@ class WanConfig:
   rope_theta: float = 10000.0
   dtype: str = "float32"
   param_dtype: str = "float32"
-  attention_impl: str = "xla"
+  attention_impl: str = "auto"
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
@@ -88,8 +95,14 @@ class WanConfig:
       raise ConfigError(f"WanConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
     if self.param_dtype not in ("float32", "bfloat16", "float16"):
       raise ConfigError(f"WanConfig.param_dtype must be float32, bfloat16 or float16, got {self.param_dtype!r}")
-    if self.attention_impl not in ("xla", "cudnn"):
-      raise ConfigError(f"WanConfig.attention_impl must be 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.attention_impl not in ATTENTION_IMPLS:
+      names = ", ".join(repr(n) for n in ATTENTION_IMPLS)
+      raise ConfigError(f"WanConfig.attention_impl must be one of {names}, got {self.attention_impl!r}")
+    if self.attention_impl == "cudnn" and self.dtype == "float32":
+      raise ConfigError(
+        "WanConfig.attention_impl 'cudnn' needs dtype bfloat16 or float16 (cuDNN flash attention has no "
+        "float32 kernel); use 'auto', 'chunked' or 'xla' with float32"
+      )
 
   @property
   def head_dim(self) -> int:

@@ -1,4 +1,6 @@
-"""Small building blocks of the Wan2.1 DiT: dense layers, norms, time embedding, attention.
+"""Small building blocks of the Wan2.1 DiT: dense layers, norms, time embedding.
+
+Attention lives in :mod:`longlive_jax.model.attention` (one dispatcher, several kernels).
 
 Conventions:
   * Activations are ``[B, S, D]`` (batch, tokens, width); attention heads are
@@ -17,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+# Re-exported for callers of the old ``layers.attention`` (e.g. ../shared/peer_bench): the dispatcher itself.
+from longlive_jax.model.attention import attention  # noqa: F401
 
 Array = jax.Array
 
@@ -116,38 +121,3 @@ def sinusoidal_embedding(t: Array, dim: int) -> Array:
   cos = ca * cb - sa * sb
   sin = sa * cb + ca * sb
   return jnp.concatenate([cos, sin], axis=-1)  # [..., dim]
-
-
-def _mask4(key_mask: Array) -> Array:
-  """``[B, Sk]`` -> ``[B, 1, 1, Sk]``; ``[B, Sq, Sk]`` -> ``[B, 1, Sq, Sk]`` (broadcast over heads)."""
-  return key_mask[:, None, None, :] if key_mask.ndim == 2 else key_mask[:, None]
-
-
-def attention(
-  q: Array,
-  k: Array,
-  v: Array,
-  *,
-  key_mask: Array | None = None,
-  impl: str = "xla",
-) -> Array:
-  """Softmax attention with scale ``1/sqrt(Dh)`` and float32 logits/softmax.
-
-  Args:
-    q: ``[B, Sq, H, Dh]``.
-    k, v: ``[B, Sk, H, Dh]``.
-    key_mask: optional bool ``[B, Sk]`` or ``[B, Sq, Sk]``; False keys get zero weight.
-    impl: "xla" (einsum) or "cudnn" (``jax.nn.dot_product_attention`` flash kernel).
-
-  Returns:
-    ``[B, Sq, H, Dh]`` in ``v.dtype``.
-  """
-  if impl == "cudnn":
-    mask = None if key_mask is None else _mask4(key_mask)  # [B, 1, 1 | Sq, Sk]
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
-  scale = 1.0 / math.sqrt(q.shape[-1])
-  logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale  # [B, H, Sq, Sk]
-  if key_mask is not None:
-    logits = jnp.where(_mask4(key_mask), logits, jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)  # [B, H, Sq, Sk]
-  return jnp.einsum("bhqk,bkhd->bqhd", probs, v, preferred_element_type=jnp.float32).astype(v.dtype)  # [B, Sq, H, Dh]

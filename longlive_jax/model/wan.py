@@ -34,6 +34,7 @@ from flax import nnx
 
 from longlive_jax.config import WanConfig
 from longlive_jax.model import layers
+from longlive_jax.model.attention import attention
 from longlive_jax.model.rope import apply_rope, grid_rope
 
 Array = jax.Array
@@ -103,7 +104,7 @@ class SelfAttention(nnx.Module):
       if own.ndim == 3:  # query-dependent mask: cached keys are visible to every query
         evalid = jnp.broadcast_to(evalid[:, None, :], (b, s, evalid.shape[1]))  # [B, S, Sc]
       mask = jnp.concatenate([evalid, own], axis=-1)  # [B, Sc + S] or [B, S, Sc + S]
-    out = layers.attention(q, keys, values, key_mask=mask, impl=self.impl)  # [B, S, H, Dh]
+    out = attention(q, keys, values, key_mask=mask, impl=self.impl)  # [B, S, H, Dh]
     return self.o(out.reshape(b, s, d)), (k_raw if extra_rope is not None else k), v
 
 
@@ -139,7 +140,7 @@ class CrossAttention(nnx.Module):
     if self.qk_norm:
       q = self.norm_q(q)
     q = q.reshape(b, s, self.num_heads, d // self.num_heads)  # [B, S, H, Dh]
-    out = layers.attention(q, k.astype(q.dtype), v.astype(q.dtype), key_mask=None, impl=self.impl)
+    out = attention(q, k.astype(q.dtype), v.astype(q.dtype), key_mask=None, impl=self.impl)  # [B, S, H, Dh]
     return self.o(out.reshape(b, s, d))  # [B, S, D]
 
 
