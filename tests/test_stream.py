@@ -181,6 +181,34 @@ def test_switch_modes():
   np.testing.assert_allclose(outs["clear"], np.asarray(x0), atol=1e-6)
 
 
+@pytest.mark.parametrize("global_sink", [True, False])
+def test_recache_past_the_window_is_one_program_and_equals_the_static_one(global_sink):
+  """Past the window a switch's frame is traced: the same values as the per-frame (static) program, and switches
+  at frames 12 and 18 share one executable (the studio switches wherever the user presses Enter)."""
+  cfg = tiny_config()
+  model = init_model(cfg, seed=0)
+  noise, renoise, ctx = _draws(cfg, 6)
+  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
+  st = Streamer(model, spec, global_sink=global_sink)
+  cache = st.init_cache(batch=1)
+  cross = st.encode(ctx)
+  lat = []
+  for b in range(6):
+    x0, cache, _ = st.block(cache, noise[:, 3 * b : 3 * b + 3], renoise[b], cross)
+    lat.append(x0)
+  lat = jnp.concatenate(lat, axis=1)  # [1, 18, H, W, C]
+  cross2 = st.encode(ctx[:, ::-1] * 0.5)
+  before = st._recache_past_window._cache_size()
+  for s in (12, 18):
+    got = st.recache(jax.tree.map(jnp.copy, cache), lat[:, s - 9 : s], cross2, switch_frame=s)
+    want = engine.recache(
+      model, cache, lat[:, s - 9 : s], cross=cross2, spec=spec, switch_frame=s, global_sink=global_sink
+    )
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+  assert st._recache_past_window._cache_size() == before + 1
+
+
 def test_context_noise_commits_the_noised_block():
   """renoise_context commits add_noise(x0, eps, context_t) with the nearest-grid sigma (0.00498 at t=0)."""
   cfg = tiny_config()

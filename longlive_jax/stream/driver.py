@@ -139,6 +139,11 @@ class Streamer:
     self._block = jax.jit(block, donate_argnums=(1,))
     self._cross = jax.jit(cross)
     self._recache = jax.jit(rec, donate_argnums=(1,), static_argnames=("switch_frame", "global_sink"))
+
+    def rec_past_window(params, cache, latents, ck, cv, switch_frame, *, global_sink):
+      return rec(params, cache, latents, ck, cv, switch_frame=switch_frame, global_sink=global_sink)
+
+    self._recache_past_window = jax.jit(rec_past_window, donate_argnums=(1,), static_argnames=("global_sink",))
     self._scan = jax.jit(scan_blocks, donate_argnums=(1,))
     self._scan_keyed = jax.jit(scan_keyed, donate_argnums=(1,), static_argnames=("shape", "num_blocks"))
 
@@ -193,9 +198,13 @@ class Streamer:
     return self._block(self.params, cache, noise, renoise, ctx, cross[0], cross[1], self.timesteps, self.sigmas)
 
   def recache(self, cache: KVCache, latents: Array, cross, *, switch_frame: int) -> KVCache:
-    return self._recache(
-      self.params, cache, latents, cross[0], cross[1], switch_frame=int(switch_frame), global_sink=self.global_sink
-    )
+    """KV-recache at ``switch_frame``: past the window the frame is traced (one program for every later switch)."""
+    s = int(switch_frame)
+    if s > self.spec.window_frames:
+      return self._recache_past_window(
+        self.params, cache, latents, cross[0], cross[1], jnp.int32(s), global_sink=self.global_sink
+      )
+    return self._recache(self.params, cache, latents, cross[0], cross[1], switch_frame=s, global_sink=self.global_sink)
 
   # ---------------------------------------------------------------------------------------------
   # Offline: lax.scan over blocks.

@@ -145,7 +145,7 @@ def recache(
   *,
   cross,
   spec: StreamSpec,
-  switch_frame: int,
+  switch_frame: int | Array,
   global_sink: bool = True,
 ) -> KVCache:
   """KV-recache after a prompt switch at frame ``S = switch_frame`` (LongLive v1.0).
@@ -153,7 +153,9 @@ def recache(
   Args:
     latents: the last ``m = min(window, S)`` clean latents ``[B, m, H, W, C]`` (frames S-m..S-1).
     cross: text K/V of the NEW prompt.
-    switch_frame: ``S`` (a Python int: it fixes which frames are rewritten, hence shapes).
+    switch_frame: ``S``. A Python int, or a traced int32 when ``S > window`` (the caller checks): past
+      the window every switch rewrites the same number of frames and keeps the sink, so one compiled
+      program serves every later switch; up to the window the shapes depend on ``S`` (a few programs).
     global_sink: keep the sink (upstream default). If ``S <= window`` the recache starts at
       frame 0 and rewrites the sink anyway (upstream quirk, reproduced). False: clear the
       cache and rebuild all of it, sink included, from the last m frames.
@@ -163,13 +165,21 @@ def recache(
   discarded cannot influence anything, so they are not computed).
   """
   m = latents.shape[1]
-  if m != min(spec.window_frames, switch_frame):
-    raise ValueError(
-      f"recache at frame {switch_frame} needs the last {min(spec.window_frames, switch_frame)} latents, got {m}"
-    )
+  if isinstance(switch_frame, int):
+    if m != min(spec.window_frames, switch_frame):
+      raise ValueError(
+        f"recache at frame {switch_frame} needs the last {min(spec.window_frames, switch_frame)} latents, got {m}"
+      )
+    past_window = switch_frame > m
+  else:  # traced: S > window, so m == window and r0 > 0
+    if m != spec.window_frames:
+      raise ValueError(
+        f"a traced switch frame is past the window: needs the last {spec.window_frames} latents, got {m}"
+      )
+    past_window = True
   r0 = switch_frame - m
   ns = spec.sink_frames
-  keep_sink = global_sink and r0 > 0
+  keep_sink = global_sink and past_window
   if not global_sink:
     cache = cache.replace(k=jnp.zeros_like(cache.k), v=jnp.zeros_like(cache.v), frame=jnp.full_like(cache.frame, -1))
   first = ns if keep_sink else 0
