@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from longlive_jax.config import ATTENTION_IMPLS
-from longlive_jax.model import attention
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES, Switch
 
@@ -110,7 +109,7 @@ class _Model:
       raise CheckpointError(f"{a.checkpoint}: holds no diffusion transformer (only: {have})")
     self.ckpt = a.checkpoint
     self.cfg = WanConfig.from_dict(info["config"])
-    if getattr(a, "attention", None) is not None:  # the command runs under attention.override(a.attention)
+    if getattr(a, "attention", None) is not None:  # StreamOptions.attention; load_streamer applies it
       self.cfg = self.cfg.replace(attention_impl=a.attention)
       self.cfg.replace(dtype=a.dtype or self.cfg.dtype)  # a ConfigError now if they cannot run together
     self.components = set(info.get("components") or {})
@@ -127,6 +126,7 @@ class _Model:
       switch_mode=getattr(a, "switch_mode", "recache"),
       context_noise=a.context_noise,
       dtype=a.dtype,
+      attention=getattr(a, "attention", None),
     )
     srun.check_length(self.opts, self.cfg.rope_max_len)
 
@@ -342,7 +342,7 @@ def cmd_generate(a) -> int:
   _check_common(a)
   if a.offline and (out.suffix == VIDEO_SUFFIX or a.png_dir):
     raise srun.StreamInputError("--offline writes latents only: give --out x.npz and no --png-dir")
-  with srun.StopSignals(say=_say) as stop, attention.override(getattr(a, "attention", None)):
+  with srun.StopSignals(say=_say) as stop:
     model = _Model(a)
     prompts = _Prompts(model)
     batch = prompts.check(a.prompt)
@@ -465,7 +465,7 @@ def cmd_interactive(a) -> int:
   _check_common(a)
   if a.line is not None and a.line < 1:
     raise srun.StreamInputError(f"--line {a.line}: lines are numbered from 1")
-  with srun.StopSignals(say=_say) as stop, attention.override(getattr(a, "attention", None)):
+  with srun.StopSignals(say=_say) as stop:
     if a.live:
       return _cmd_live(a, stop)
     return _cmd_script(a, stop)

@@ -296,6 +296,7 @@ def test_serve_checks_its_options_and_says_where_it_listens(ckpt, tmp_path, caps
     (["--recordings", str(tmp_path / "afile" / "rec")], "is a file"),
     (["--frames", "10"], "multiple of the block size"),
     (["--max-viewers", "0"], "--max-viewers 0"),
+    (["--attention", "cudnn"], "'cudnn' needs dtype bfloat16"),  # the checkpoint here is float32
   ]:
     assert cli.main(base + extra) == 2
     err = capsys.readouterr().err

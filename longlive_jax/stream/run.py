@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax import layout
+from longlive_jax.config import ATTENTION_IMPLS
 from longlive_jax.stream.cache import StreamSpec
 from longlive_jax.stream.driver import SWITCH_MODES, Streamer, Switch, check_switches
 from longlive_jax.stream.noise import BlockShape, KeyNoise
@@ -68,6 +69,7 @@ class StreamOptions:
   switch_mode: str = "recache"
   context_noise: float = 0.0
   dtype: str | None = None
+  attention: str | None = None  # overrides the checkpoint's attention_impl (auto, xla, chunked, cudnn)
 
   def __post_init__(self):
     if self.block_frames < 1:
@@ -94,6 +96,8 @@ class StreamOptions:
         f"--context-noise {self.context_noise:g}: must be a timestep in [0, {MAX_TIMESTEP:g}] (0: a clean cache, "
         "as LongLive at inference)"
       )
+    if self.attention is not None and self.attention not in ATTENTION_IMPLS:
+      raise StreamInputError(f"--attention {self.attention!r}: choose one of {', '.join(ATTENTION_IMPLS)}")
     if self.switch_mode not in SWITCH_MODES:
       raise StreamInputError(f"switch mode {self.switch_mode!r}: choose one of {', '.join(SWITCH_MODES)}")
     self.spec()
@@ -154,6 +158,8 @@ def load_streamer(checkpoint_dir: str | Path, opts: StreamOptions) -> Streamer:
   from longlive_jax.model.params import model_from_params
 
   cfg, params, adapter, info = checkpoint.load(checkpoint_dir, dtype=opts.dtype)
+  if opts.attention is not None:
+    cfg = cfg.replace(attention_impl=opts.attention)  # a ConfigError if the dtype cannot run it (cudnn: 16-bit)
   if adapter is not None:
     params = model_lora.merge(params, adapter, scale=float(info["lora"]["scale"]))
   if cfg.param_dtype != cfg.dtype:  # cast once here, not in every compiled pass (e.g. bfloat16-stored weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from longlive_jax.config import ATTENTION_IMPLS
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES
 
@@ -52,6 +53,9 @@ def add_serve(sub) -> None:
   p.add_argument("--no-global-sink", action="store_true", help="recache rebuilds the sink too")
   p.add_argument("--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass (default 0)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
+  p.add_argument(
+    "--attention", choices=ATTENTION_IMPLS, help="attention kernel (default: the checkpoint's attention_impl)"
+  )
   p.add_argument("--max-viewers", type=int, default=4, help="viewers at once; more are refused politely (default 4)")
   p.add_argument("--max-prompt-chars", type=int, default=300, help="longest prompt in characters (default 300)")
   p.add_argument(
@@ -91,6 +95,8 @@ def cmd_serve(a) -> int:
   if info.get("config") is None:
     raise CheckpointError(f"{ckpt}: holds no diffusion transformer")
   cfg = WanConfig.from_dict(info["config"])
+  if a.attention is not None:  # a ConfigError (exit 2) now if the dtype cannot run it
+    cfg.replace(attention_impl=a.attention, dtype=a.dtype or cfg.dtype)
   d = model_defaults(ckpt)
   limit = None if a.relative_rope else cfg.rope_max_len // a.block_frames * a.block_frames
   frames = a.frames if a.frames is not None else (limit or a.block_frames)
@@ -107,6 +113,7 @@ def cmd_serve(a) -> int:
     switch_mode=a.switch_mode,
     context_noise=a.context_noise,
     dtype=a.dtype,
+    attention=a.attention,
   )
   srun.check_length(opts, cfg.rope_max_len)
   try:

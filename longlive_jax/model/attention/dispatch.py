@@ -15,8 +15,8 @@ Masks (all implementations, see :mod:`.reference`): bool ``key_mask`` ``[B, Sk]`
 cache validity, padding) or ``[B, Sq, Sk]`` (block-causal), True = attend; a query with no valid
 key gets the mean of ``v``.
 
-:func:`override` forces one implementation for everything traced inside it (the ``--attention``
-option of the command line); a model's config chooses otherwise.
+:func:`override` forces one implementation for everything traced inside it (scripts; the ``--attention``
+option of the command line sets ``StreamOptions.attention``, i.e. the loaded config); a model's config chooses otherwise.
 """
 
 from __future__ import annotations
