@@ -15,15 +15,31 @@ Latencies of "block 10" and "block 200" are medians over blocks 5..15 and 195..2
 (the raw per-block times are in the JSON), and, because background load on a shared machine
 drifts during a run, also medians of a paired re-measurement: the caches of blocks 10 and 200
 are snapshotted and the two blocks re-run alternately ``--paired-rounds`` times.
+
+``--lower-only`` allocates nothing and runs nothing: the model, cache, draws and text keys/values
+are ``jax.ShapeDtypeStruct`` s (``abstract_model`` / ``jax.eval_shape``), the block step is lowered
+and compiled for them, and XLA's ``compiled.memory_analysis()`` (temporaries, arguments, outputs)
+is reported next to the bytes of one float32 self-attention score tensor ``[B, H, Sq, Sk]``
+(``Sq`` = the block's tokens, ``Sk`` = the window's: cache slots + the block). So the full model's
+peak temporary memory can be checked on a machine that could not hold it:
+
+  python experiments/bench_stream.py --preset wan2.1-t2v-1.3b --dtype bfloat16 --attention chunked \
+    --lower-only --out experiments/results/bench_stream_lower_only.json
+
+With ``--lower-only``, ``--out`` merges the run into the file's ``runs`` list (replacing a run of the same
+preset, dtype, attention, latent size and stream shape), so one file collects several configurations.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
+import math
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -34,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from longlive_jax.config import ATTENTION_IMPLS, WanConfig, get_preset, tiny_config
-from longlive_jax.model.wan import count_params, init_model
+from longlive_jax.model.attention.dispatch import resolve_impl
+from longlive_jax.model.wan import abstract_model, count_params, init_model
 from longlive_jax.stream.cache import StreamSpec
 from longlive_jax.stream.driver import Streamer
 from longlive_jax.stream.noise import BlockShape, KeyNoise
@@ -68,6 +85,180 @@ def window_median(times: list[float], center: int, half: int = 5) -> float:
   return statistics.median(times[lo:hi])
 
 
+# Fields of ``compiled.memory_analysis()`` worth reporting (bytes; backends may lack some).
+MEMORY_FIELDS = (
+  "temp_size_in_bytes",
+  "argument_size_in_bytes",
+  "output_size_in_bytes",
+  "alias_size_in_bytes",
+  "generated_code_size_in_bytes",
+)
+
+
+def score_dims(spec: StreamSpec) -> tuple[int, int]:
+  """``(Sq, Sk)`` of a block call's self-attention.
+
+  Queries are the block's tokens (``Sq = block_frames * tpf``); keys are every cache slot plus the
+  block's own (``Sk = (num_slots + block_frames) * tpf = window_frames * tpf``).
+  """
+  tpf = spec.tokens_per_frame
+  return spec.block_frames * tpf, (spec.num_slots + spec.block_frames) * tpf
+
+
+def score_tensor_bytes(*, spec: StreamSpec, num_heads: int, batch: int = 1) -> int:
+  """Bytes of one float32 self-attention score tensor ``[B, H, Sq, Sk]`` of a block call (:func:`score_dims`).
+
+  The "xla" attention materialises it (and its exponentials) in every layer call; "chunked" and
+  "cudnn" never do.
+  """
+  sq, sk = score_dims(spec)
+  return batch * num_heads * sq * sk * 4
+
+
+def resolved_attention(cfg: WanConfig, spec: StreamSpec, *, batch: int = 1) -> dict:
+  """What ``cfg.attention_impl`` resolves to (:func:`resolve_impl`, this backend) for the block's two calls.
+
+  Self-attention: ``q [B, Sq, H, Dh]`` against the window's ``Sk`` keys; cross-attention: against
+  the ``text_len`` text rows. Only shapes and dtypes are read.
+  """
+  dt = jnp.dtype(cfg.dtype)
+  tpf = spec.tokens_per_frame
+  heads = (cfg.num_heads, cfg.head_dim)
+  q = jax.ShapeDtypeStruct((batch, spec.block_frames * tpf, *heads), dt)  # [B, Sq, H, Dh]
+  k_self = jax.ShapeDtypeStruct((batch, spec.window_frames * tpf, *heads), dt)  # [B, Sk, H, Dh]
+  k_cross = jax.ShapeDtypeStruct((batch, cfg.text_len, *heads), dt)  # [B, T, H, Dh]
+  return {
+    "self": resolve_impl(cfg.attention_impl, q=q, k=k_self),
+    "cross": resolve_impl(cfg.attention_impl, q=q, k=k_cross),
+  }
+
+
+def abstract_block_args(st: Streamer, shape: BlockShape) -> tuple:
+  """``jax.ShapeDtypeStruct`` s of every block-step argument, in ``Streamer._block``'s order.
+
+  Shapes and dtypes are those the normal mode passes: parameters of the (abstract) model, the
+  cache of ``st.init_cache``, float32 draws of :class:`KeyNoise` (no context draw), the text K/V
+  of ``st.encode`` for a float32 prompt embedding, and the schedule.
+  """
+  cfg = st.cfg
+  cache = jax.eval_shape(functools.partial(st.init_cache, batch=shape.batch))
+  ctx = jax.ShapeDtypeStruct((shape.batch, cfg.text_len, cfg.text_dim), jnp.float32)
+  ck, cv = jax.eval_shape(st._cross, st.params, ctx)  # [L, B, T, H, Dh] each
+  noise = jax.ShapeDtypeStruct(shape.shape, jnp.float32)  # [B, n, H, W, C]
+  renoise = jax.ShapeDtypeStruct((st.num_steps - 1, *shape.shape), jnp.float32)  # [steps - 1, B, n, H, W, C]
+  ts, sig = (jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (st.timesteps, st.sigmas))  # [steps]
+  return (st.params, cache, noise, renoise, None, ck, cv, ts, sig)
+
+
+def tree_bytes(tree) -> int:
+  return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
+
+
+# Bytes per element of the HLO element types that occur in the block step.
+_HLO_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4}
+_HLO_ARRAY = re.compile(r"\b(" + "|".join(_HLO_BYTES) + r")\[([0-9,]*)\]")
+
+
+def hlo_arrays(hlo_text: str) -> dict[str, int]:
+  """Every distinct array type ``"f32[1,12,4680,18720]"`` of an HLO module's text with its bytes."""
+  out = {}
+  for ty, dims in _HLO_ARRAY.findall(hlo_text):
+    shape = [int(d) for d in dims.split(",") if d]
+    out[f"{ty}[{dims}]"] = math.prod(shape) * _HLO_BYTES[ty]
+  return out
+
+
+def score_sized_arrays(arrays: dict[str, int], *, sq: int, sk: int) -> list[str]:
+  """The array types with both a query (``sq``) and a key (``sk``) axis: whole score tensors (or transposes)."""
+  out = []
+  for name in arrays:
+    dims = [int(d) for d in name[name.index("[") + 1 : -1].split(",") if d]
+    if sq in dims and sk in dims and (sq != sk or dims.count(sq) > 1):
+      out.append(name)
+  return sorted(out)
+
+
+def memory_fields(compiled) -> dict:
+  """The :data:`MEMORY_FIELDS` of ``compiled.memory_analysis()`` ({} where the backend reports none)."""
+  stats = compiled.memory_analysis()
+  if stats is None:
+    return {}
+  return {k: int(getattr(stats, k)) for k in MEMORY_FIELDS if getattr(stats, k, None) is not None}
+
+
+def lower_only(*, a, cfg: WanConfig, spec: StreamSpec, h: int, w: int) -> dict:
+  """Lowers and compiles the block step for abstract inputs and reports its compiled memory analysis."""
+  model = abstract_model(cfg)
+  st = Streamer(model, spec)
+  shape = BlockShape(batch=1, frames=a.block_frames, height=h, width=w, channels=cfg.in_dim)
+  args = abstract_block_args(st, shape)
+  t0 = time.perf_counter()
+  lowered = st._block.lower(*args)
+  lower_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  mem = memory_fields(compiled)
+  score = score_tensor_bytes(spec=spec, num_heads=cfg.num_heads, batch=shape.batch)
+  temp = mem.get("temp_size_in_bytes")
+  sq, sk = score_dims(spec)
+  arrays = hlo_arrays(compiled.as_text())  # the optimised program's arrays (parameters included)
+  largest = sorted(arrays.items(), key=lambda kv: -kv[1])[:8]
+  scores_in_hlo = score_sized_arrays(arrays, sq=sq, sk=sk)
+  impls = resolved_attention(cfg, spec, batch=shape.batch)
+  result = {
+    "mode": "lower-only",
+    "device": str(jax.devices()[0].device_kind),
+    "platform": jax.devices()[0].platform,
+    "host": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "preset": a.preset,
+    "dtype": a.dtype,
+    "attention": a.attention,
+    "attention_resolved": impls,
+    "params": count_params(model),
+    "param_bytes": tree_bytes(st.params),
+    "cache_bytes": tree_bytes(args[1]),
+    "latent_hw": [h, w],
+    "tokens_per_frame": spec.tokens_per_frame,
+    "spec": dataclasses.asdict(spec),
+    "score_shape": [shape.batch, cfg.num_heads, sq, sk],
+    "score_tensor_bytes": score,
+    "memory_analysis": mem,
+    "temp_over_score_tensor": None if temp is None else temp / score,
+    "score_sized_arrays_in_hlo": scores_in_hlo,
+    "largest_arrays_in_hlo": dict(largest),
+    "lower_seconds": lower_s,
+    "compile_seconds": compile_s,
+    "rss_peak_mb": rss_mb(),
+  }
+  gb = 1e-9
+  temp_s = "n/a" if temp is None else f"{gb * temp:.3f} GB = {temp / score:.3f} score tensors"
+  print(
+    f"lower-only {a.preset} {a.dtype} attention={a.attention} (self: {impls['self']}, cross: {impls['cross']}): "
+    f"temp {temp_s} ({gb * score:.3f} GB each), arguments {gb * mem.get('argument_size_in_bytes', 0):.3f} GB, "
+    f"outputs {gb * mem.get('output_size_in_bytes', 0):.3f} GB; score-sized arrays in the compiled HLO: "
+    f"{', '.join(scores_in_hlo) or 'none'}; lower {lower_s:.1f} s, compile {compile_s:.1f} s"
+  )
+  print(json.dumps(result, indent=2))
+  if a.out:
+    merge_run(a.out, result)
+  return result
+
+
+def merge_run(path: str, run: dict) -> None:
+  """Adds ``run`` to the ``runs`` list of the JSON at ``path``, replacing a run of the same configuration."""
+  key = ("preset", "dtype", "attention", "latent_hw", "spec")
+  runs = []
+  if os.path.exists(path):
+    with open(path) as f:
+      runs = json.load(f).get("runs", [])
+  runs = [r for r in runs if any(r.get(k) != run[k] for k in key)] + [run]
+  with open(path, "w") as f:
+    json.dump({"runs": runs}, f, indent=2)
+
+
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--preset", default="cpu-small", help="cpu-small | tiny | wan2.1-t2v-1.3b | wan2.1-t2v-14b")
@@ -82,13 +273,18 @@ def main(argv=None) -> dict:
   ap.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto", help="WanConfig.attention_impl")
   ap.add_argument("--paired-rounds", type=int, default=15, help="interleaved re-measurements of blocks 10 and 200")
   ap.add_argument("--out", help="JSON output path")
+  ap.add_argument(
+    "--lower-only",
+    action="store_true",
+    help="allocate nothing: lower + compile the block step for abstract shapes, report compiled.memory_analysis()",
+  )
   a = ap.parse_args(argv)
 
   small = a.preset in ("cpu-small", "tiny")
   h = a.height or (16 if small else 60)
   w = a.width or (16 if small else 104)
   cfg = dataclasses.replace(model_config(a.preset, a.dtype), attention_impl=a.attention)
-  if not a.relative_rope and a.blocks * a.block_frames > cfg.rope_max_len:
+  if not a.lower_only and not a.relative_rope and a.blocks * a.block_frames > cfg.rope_max_len:
     sys.exit(f"--blocks {a.blocks} exceeds the {cfg.rope_max_len}-frame absolute RoPE table; add --relative-rope")
   spec = StreamSpec(
     block_frames=a.block_frames,
@@ -97,6 +293,8 @@ def main(argv=None) -> dict:
     tokens_per_frame=(h // 2) * (w // 2),
     relative_rope=a.relative_rope,
   )
+  if a.lower_only:
+    return lower_only(a=a, cfg=cfg, spec=spec, h=h, w=w)
   t0 = time.perf_counter()
   model = init_model(cfg, seed=0)
   init_s = time.perf_counter() - t0
