@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from longlive_jax.config import ATTENTION_IMPLS
+from longlive_jax.quant import QUANT_MODES
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES, Switch
 
@@ -59,7 +60,21 @@ def _add_stream_options(p) -> None:
     help="attention kernel: auto (cuDNN on GPU, chunked for large calls), xla, chunked, cudnn (GPU, bfloat16) "
     "(default: the checkpoint's attention_impl)",
   )
+  add_quantize_option(p)
   p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_quantize_option(p) -> None:
+  """``--quantize`` (shared by every command that loads the DiT for streaming)."""
+  p.add_argument(
+    "--quantize",
+    choices=QUANT_MODES,
+    help="quantise the DiT's attention and FFN weights after loading (post-training, qwix; each mode about halves "
+    "the bf16 weight memory): int8 (int8 weights, dequantised per matmul), w8a8 (int8 weights and per-token int8 "
+    "activations: int8 matmuls), fp8 (float8_e4m3fn weights and activations: FP8 matmuls on GPUs of compute "
+    "capability 8.9+, emulated elsewhere); norms, modulation, embeddings and the head stay as they are "
+    "(default: no quantisation)",
+  )
 
 
 def _resolve_checkpoint(a) -> dict:
@@ -127,11 +142,19 @@ class _Model:
       context_noise=a.context_noise,
       dtype=a.dtype,
       attention=getattr(a, "attention", None),
+      quantize=getattr(a, "quantize", None),
     )
     srun.check_length(self.opts, self.cfg.rope_max_len)
 
   def load(self):
     enable_compile_cache()
+    if self.opts.quantize == "fp8":
+      from longlive_jax.quant.dit import fp8_execution
+
+      if fp8_execution() == "emulated":
+        _say(
+          "longlive-jax: --quantize fp8 runs emulated here (no FP8 matmul units): FP8 values and memory, no speed-up"
+        )
     return srun.load_streamer(self.ckpt, self.opts)
 
 

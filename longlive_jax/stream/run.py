@@ -34,6 +34,7 @@ import numpy as np
 
 from longlive_jax import layout
 from longlive_jax.config import ATTENTION_IMPLS
+from longlive_jax.quant import QUANT_MODES
 from longlive_jax.stream.cache import StreamSpec
 from longlive_jax.stream.driver import SWITCH_MODES, Streamer, Switch, check_switches
 from longlive_jax.stream.noise import BlockShape, KeyNoise
@@ -70,6 +71,7 @@ class StreamOptions:
   context_noise: float = 0.0
   dtype: str | None = None
   attention: str | None = None  # overrides the checkpoint's attention_impl (auto, xla, chunked, cudnn)
+  quantize: str | None = None  # int8, w8a8 or fp8: quantise the DiT's large linear layers (longlive_jax.quant)
 
   def __post_init__(self):
     if self.block_frames < 1:
@@ -98,6 +100,8 @@ class StreamOptions:
       )
     if self.attention is not None and self.attention not in ATTENTION_IMPLS:
       raise StreamInputError(f"--attention {self.attention!r}: choose one of {', '.join(ATTENTION_IMPLS)}")
+    if self.quantize is not None and self.quantize not in QUANT_MODES:
+      raise StreamInputError(f"--quantize {self.quantize!r}: choose one of {', '.join(QUANT_MODES)}")
     if self.switch_mode not in SWITCH_MODES:
       raise StreamInputError(f"switch mode {self.switch_mode!r}: choose one of {', '.join(SWITCH_MODES)}")
     self.spec()
@@ -152,7 +156,11 @@ def check_switch_frames(frames: Sequence[int], *, opts: StreamOptions, where: st
 
 
 def load_streamer(checkpoint_dir: str | Path, opts: StreamOptions) -> Streamer:
-  """A :class:`Streamer` for a converted checkpoint (a separate LoRA adapter is merged in)."""
+  """A :class:`Streamer` for a converted checkpoint (a separate LoRA adapter is merged in).
+
+  Order: LoRA merge, the cast to the compute dtype, then ``opts.quantize`` (the quantised layers keep the
+  compute dtype for what they do not quantise: activations of weight-only modes, biases, scales applied).
+  """
   from longlive_jax import checkpoint
   from longlive_jax.model import lora as model_lora
   from longlive_jax.model.params import model_from_params
@@ -166,6 +174,11 @@ def load_streamer(checkpoint_dir: str | Path, opts: StreamOptions) -> Streamer:
     params = jax.tree.map(lambda p: jnp.asarray(p, cfg.dtype), params)
     cfg = cfg.replace(param_dtype=cfg.dtype)
   model = model_from_params(cfg, params)
+  del params  # the float kernels go with `model` when it is replaced by its quantised copy below
+  if opts.quantize is not None:
+    from longlive_jax.quant.dit import quantize_dit
+
+    model = quantize_dit(model, opts.quantize)
   return Streamer(
     model,
     opts.spec(patch=cfg.patch_size[1:]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from longlive_jax.cli_stream import add_quantize_option
 from longlive_jax.config import ATTENTION_IMPLS
 from longlive_jax.stream import run as srun
 from longlive_jax.stream.driver import SWITCH_MODES
@@ -56,6 +57,7 @@ def add_serve(sub) -> None:
   p.add_argument(
     "--attention", choices=ATTENTION_IMPLS, help="attention kernel (default: the checkpoint's attention_impl)"
   )
+  add_quantize_option(p)
   p.add_argument("--max-viewers", type=int, default=4, help="viewers at once; more are refused politely (default 4)")
   p.add_argument("--max-prompt-chars", type=int, default=300, help="longest prompt in characters (default 300)")
   p.add_argument(
@@ -114,6 +116,7 @@ def cmd_serve(a) -> int:
     context_noise=a.context_noise,
     dtype=a.dtype,
     attention=a.attention,
+    quantize=a.quantize,
   )
   srun.check_length(opts, cfg.rope_max_len)
   try:

@@ -115,6 +115,8 @@ def replay_command(jsonl: str, opts: srun.StreamOptions, *, checkpoint: str | No
   args += ["--no-global-sink"] if not opts.global_sink else []
   args += ["--context-noise", f"{opts.context_noise:g}"] if opts.context_noise else []
   args += ["--dtype", opts.dtype] if opts.dtype else []
+  args += ["--attention", opts.attention] if opts.attention else []
+  args += ["--quantize", opts.quantize] if opts.quantize else []
   return shlex.join([*args, "--out", out])
 
 
