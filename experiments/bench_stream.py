@@ -26,6 +26,14 @@ peak temporary memory can be checked on a machine that could not hold it:
   python experiments/bench_stream.py --preset wan2.1-t2v-1.3b --dtype bfloat16 --attention chunked \
     --lower-only --out experiments/results/bench_stream_lower_only.json
 
+Normal mode also reports: time to first frame without compilation (``first_block_seconds_warm``: block 0
+from a fresh cache, run after the step is compiled; the text encoding is ``encode_seconds_warm``, VAE
+decoding is not included), the recache latency of a prompt switch past the window (``Streamer.recache``
+with a new prompt's text K/V, median of ``--recache-runs`` after its own compile), and MFU from an analytic
+FLOP count (:func:`block_flops`; XLA's ``cost_analysis`` counts a ``lax.scan`` body once, so it is not
+used) against ``--peak-tflops`` (default: :data:`PEAK_TFLOPS` by device kind; none on CPU: MFU omitted).
+``--quantize {int8,w8a8,fp8}`` quantises the DiT's linear layers (``quantize_dit``) before the run.
+
 With ``--lower-only``, ``--out`` merges the run into the file's ``runs`` list (replacing a run of the same
 preset, dtype, attention, latent size and stream shape), so one file collects several configurations.
 """
@@ -33,6 +41,7 @@ preset, dtype, attention, latent size and stream shape), so one file collects se
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import json
@@ -52,6 +61,7 @@ import numpy as np
 from longlive_jax.config import ATTENTION_IMPLS, WanConfig, get_preset, tiny_config
 from longlive_jax.model.attention.dispatch import resolve_impl
 from longlive_jax.model.wan import abstract_model, count_params, init_model
+from longlive_jax.quant import QUANT_MODES
 from longlive_jax.stream.cache import StreamSpec
 from longlive_jax.stream.driver import Streamer
 from longlive_jax.stream.noise import BlockShape, KeyNoise
@@ -113,6 +123,75 @@ def score_tensor_bytes(*, spec: StreamSpec, num_heads: int, batch: int = 1) -> i
   """
   sq, sk = score_dims(spec)
   return batch * num_heads * sq * sk * 4
+
+
+def pass_flops(cfg: WanConfig, *, q_tokens: int, kv_tokens: int) -> int:
+  """Matmul FLOPs of one DiT forward on ``q_tokens`` query tokens attending to ``kv_tokens`` keys.
+
+  Convention: a multiply-add is 2 FLOPs; only matmuls are counted (norms, RoPE, softmax, modulation,
+  patch embedding, head and the timestep MLP are O(S * D) or per-frame and below 0.5 %). Per layer, with
+  ``S = q_tokens``, ``Sk = kv_tokens``, ``D = dim``, ``F = ffn_dim``, ``T = text_len``:
+
+    * self-attention q, k, v, o projections: ``4 * 2 S D^2``;
+    * cross-attention q and o projections: ``2 * 2 S D^2`` (the text's k and v are computed once per
+      prompt by ``Streamer.encode``, not per pass, so they are not counted);
+    * FFN, two matmuls: ``2 * 2 S D F``;
+    * self-attention ``QK^T`` and ``PV`` over ``Sk`` keys: ``2 * 2 S Sk D`` (summed over heads);
+    * cross-attention ``QK^T`` and ``PV`` over ``T`` text rows: ``2 * 2 S T D``.
+
+  Times ``num_layers``.
+  """
+  s, sk, d, f, t = q_tokens, kv_tokens, cfg.dim, cfg.ffn_dim, cfg.text_len
+  per_layer = 4 * 2 * s * d * d + 2 * 2 * s * d * d + 2 * 2 * s * d * f + 2 * 2 * s * sk * d + 2 * 2 * s * t * d
+  return cfg.num_layers * per_layer
+
+
+def block_flops(cfg: WanConfig, spec: StreamSpec, *, num_steps: int = 4, batch: int = 1) -> dict:
+  """Analytic matmul FLOPs of one block step: ``num_steps`` denoising passes plus the cache-writing pass.
+
+  Every pass (denoise or commit) runs the block's ``Sq = block_frames * tpf`` query tokens against every
+  cache slot plus the block itself, ``Sk = (num_slots + block_frames) * tpf = window_frames * tpf`` keys
+  (:func:`score_dims`). Slots not yet filled (the first ``window / block`` blocks) are masked, not skipped,
+  so they are computed too: the count is the same for every block. Wan2.1 1.3B at 60 x 104 latents, 3-frame
+  blocks, 12-frame window: 28.3 TFLOP per pass, 141.5 per block. See :func:`pass_flops`.
+  """
+  sq, sk = score_dims(spec)
+  per_pass = batch * pass_flops(cfg, q_tokens=sq, kv_tokens=sk)
+  passes = num_steps + 1
+  return {"per_pass": per_pass, "passes": passes, "per_block": passes * per_pass, "q_tokens": sq, "kv_tokens": sk}
+
+
+def recache_flops(cfg: WanConfig, spec: StreamSpec, *, batch: int = 1) -> int:
+  """Analytic matmul FLOPs of a recache past the window with the sink kept (``global_sink``).
+
+  One pass at t=0 on the ``window - sink`` frames it rewrites, against every cache slot (only the sink's
+  are unmasked, all are computed) plus those frames: ``Sq = (window - sink) * tpf``,
+  ``Sk = (num_slots + window - sink) * tpf``. See :func:`pass_flops`.
+  """
+  tpf = spec.tokens_per_frame
+  q = (spec.window_frames - spec.sink_frames) * tpf
+  return batch * pass_flops(cfg, q_tokens=q, kv_tokens=spec.num_slots * tpf + q)
+
+
+# Dense bfloat16 peak TFLOP/s by a substring of ``jax.Device.device_kind`` (first match wins). MFU is
+# always against this bfloat16 peak, also for --quantize modes (int8 / fp8 peaks are about twice it).
+PEAK_TFLOPS = (
+  ("H200", 989.0),
+  ("H100 PCIe", 756.0),
+  ("H100", 989.0),  # SXM
+  ("A100", 312.0),
+  ("L40S", 362.0),
+  ("TPU v6", 918.0),
+  ("TPU v5p", 459.0),
+  ("TPU v5 lite", 197.0),
+  ("TPU v5e", 197.0),
+  ("TPU v4", 275.0),
+)
+
+
+def peak_tflops(device_kind: str) -> float | None:
+  """The :data:`PEAK_TFLOPS` entry of a device kind, or None (CPU, unknown accelerators)."""
+  return next((p for name, p in PEAK_TFLOPS if name.lower() in device_kind.lower()), None)
 
 
 def resolved_attention(cfg: WanConfig, spec: StreamSpec, *, batch: int = 1) -> dict:
@@ -273,6 +352,14 @@ def main(argv=None) -> dict:
   ap.add_argument("--attention", choices=ATTENTION_IMPLS, default="auto", help="WanConfig.attention_impl")
   ap.add_argument("--paired-rounds", type=int, default=15, help="interleaved re-measurements of blocks 10 and 200")
   ap.add_argument("--out", help="JSON output path")
+  ap.add_argument("--quantize", choices=QUANT_MODES, help="quantise the DiT's linear layers (quantize_dit) first")
+  ap.add_argument(
+    "--peak-tflops", type=float, help="device peak TFLOP/s for MFU (default: PEAK_TFLOPS by device kind; CPU: none)"
+  )
+  ap.add_argument("--warm-runs", type=int, default=3, help="timed runs of block 0 from a fresh cache (median)")
+  ap.add_argument(
+    "--recache-runs", type=int, default=3, help="timed recaches past the window (median; 0: skip the recache)"
+  )
   ap.add_argument(
     "--lower-only",
     action="store_true",
@@ -293,10 +380,16 @@ def main(argv=None) -> dict:
     tokens_per_frame=(h // 2) * (w // 2),
     relative_rope=a.relative_rope,
   )
+  if a.lower_only and a.quantize:
+    sys.exit("--quantize applies to the normal mode only, not --lower-only")
   if a.lower_only:
     return lower_only(a=a, cfg=cfg, spec=spec, h=h, w=w)
   t0 = time.perf_counter()
   model = init_model(cfg, seed=0)
+  if a.quantize:
+    from longlive_jax.quant.dit import quantize_dit
+
+    model = quantize_dit(model, a.quantize)
   init_s = time.perf_counter() - t0
   st = Streamer(model, spec)
   shape = BlockShape(batch=1, frames=a.block_frames, height=h, width=w, channels=cfg.in_dim)
@@ -311,8 +404,9 @@ def main(argv=None) -> dict:
   st._block.lower(st.params, cache, noise, renoise, ctx_eps, cross[0], cross[1], st.timesteps, st.sigmas).compile()
   compile_s = time.perf_counter() - t0
 
-  probe = (10, min(200, a.blocks - 1))
+  probe = (min(10, a.blocks // 2), min(200, a.blocks - 1))  # blocks 10 and 200 (earlier ones in a short run)
   times, mem, snaps = [], {}, {}
+  history = collections.deque(maxlen=-(-spec.window_frames // spec.block_frames))  # latest x0 blocks, for recache
   for b in range(a.blocks):
     noise, renoise, ctx_eps = draws(b)
     if b in probe:
@@ -322,6 +416,7 @@ def main(argv=None) -> dict:
     x0, cache, _ = st.block(cache, noise, renoise, cross, ctx_eps)
     jax.block_until_ready((x0, cache))
     times.append(time.perf_counter() - t0)
+    history.append(x0)
     if b in (10, 50, 100, 200) or b == a.blocks - 1:
       mem[str(b)] = {"rss_peak_mb": rss_mb(), **device_bytes(), "cache_bytes": cache.nbytes}
   assert np.all(np.isfinite(np.asarray(x0))), "non-finite output"
@@ -339,18 +434,65 @@ def main(argv=None) -> dict:
       paired[b].append(time.perf_counter() - t0)
   p10, p200 = (statistics.median(paired[b]) for b in probe)
 
+  # Time to first frame without compilation: block 0 from a fresh cache with the already compiled step
+  # (times[0] above includes the jit's own compile). The prompt's text K/V are timed separately.
+  warm = []
+  for _ in range(a.warm_runs):
+    c = st.init_cache(batch=1)
+    noise, renoise, ctx_eps = draws(0)
+    jax.block_until_ready((c, noise))
+    t0 = time.perf_counter()
+    jax.block_until_ready(st.block(c, noise, renoise, cross, ctx_eps))
+    warm.append(time.perf_counter() - t0)
+  enc = []
+  for _ in range(a.warm_runs):
+    t0 = time.perf_counter()
+    jax.block_until_ready(st.encode(ctx))
+    enc.append(time.perf_counter() - t0)
+
+  # Recache on a prompt switch at the end of the run (past the window: the traced-frame program every later
+  # switch reuses), with a new prompt's text K/V; the first call compiles, the next ones are timed.
+  rec = {}
+  switch = a.blocks * a.block_frames
+  if switch > spec.window_frames and a.recache_runs > 0:
+    latents = jnp.concatenate(list(history), axis=1)[:, -spec.window_frames :]  # [B, window, H, W, C]
+    ctx2 = jax.random.normal(jax.random.key(2), (1, cfg.text_len, cfg.text_dim), jnp.float32)
+    cross2 = jax.block_until_ready(st.encode(ctx2))
+    rec_times = []
+    for _ in range(1 + a.recache_runs):
+      c = jax.tree.map(jnp.copy, cache)
+      jax.block_until_ready(c)
+      t0 = time.perf_counter()
+      jax.block_until_ready(st.recache(c, latents, cross2, switch_frame=switch))
+      rec_times.append(time.perf_counter() - t0)
+    rec_s = statistics.median(rec_times[1:])
+    rec = {
+      "recache_switch_frame": switch,
+      "recache_first_call_seconds": rec_times[0],
+      "recache_compile_seconds_approx": rec_times[0] - rec_s,
+      "recache_ms": 1e3 * rec_s,
+      "recache_runs_ms": [round(1e3 * t, 3) for t in rec_times[1:]],
+      "recache_flops": recache_flops(cfg, spec),
+    }
+
   b10 = window_median(times, 10)
   b200 = window_median(times, min(200, a.blocks - 6))
   steady = statistics.median(times[5:])
+  flops = block_flops(cfg, spec, num_steps=st.num_steps)
+  kind = str(jax.devices()[0].device_kind)
+  peak = a.peak_tflops if a.peak_tflops is not None else peak_tflops(kind)
   pixel_frames_per_block = 4 * a.block_frames  # after the first block, each latent frame decodes to 4 video frames
   result = {
-    "device": str(jax.devices()[0].device_kind),
+    "device": kind,
     "platform": jax.devices()[0].platform,
     "host": platform.processor() or platform.machine(),
     "cpu_count": os.cpu_count(),
     "jax": jax.__version__,
     "preset": a.preset,
     "dtype": a.dtype,
+    "attention": a.attention,
+    "attention_resolved": resolved_attention(cfg, spec),
+    "quantize": a.quantize,
     "params": count_params(model),
     "latent_hw": [h, w],
     "tokens_per_frame": spec.tokens_per_frame,
@@ -359,6 +501,8 @@ def main(argv=None) -> dict:
     "init_seconds": init_s,
     "compile_seconds": compile_s,
     "first_block_seconds": times[0],
+    "first_block_seconds_warm": statistics.median(warm),
+    "encode_seconds_warm": statistics.median(enc),
     "block10_ms": 1e3 * b10,
     "block200_ms": 1e3 * b200,
     "ratio_block200_over_block10": b200 / b10,
@@ -366,9 +510,17 @@ def main(argv=None) -> dict:
     "paired_block200_ms": 1e3 * p200,
     "paired_ratio_block200_over_block10": p200 / p10,
     "paired_rounds": a.paired_rounds,
+    "paired_blocks": list(probe),
     "steady_block_ms": 1e3 * steady,
     "latent_frames_per_s": a.block_frames / steady,
     "video_frames_per_s": pixel_frames_per_block / steady,
+    "flops_per_block": flops["per_block"],
+    "flops_per_pass": flops["per_pass"],
+    "flops_passes": flops["passes"],
+    "achieved_tflops": 1e-12 * flops["per_block"] / steady,
+    "peak_tflops": peak,
+    "mfu": None if peak is None else flops["per_block"] / steady / (1e12 * peak),
+    **rec,
     "executables_compiled": st._block._cache_size(),
     "cache_bytes": cache.nbytes,
     "memory": mem,
