@@ -271,9 +271,14 @@ class VAEStage:
   def step(self, state: VAEState, batch: Mapping[str, Array]) -> tuple[VAEState, dict[str, Array]]:
     key = jax.random.fold_in(state.key, state.step)
     video = jnp.asarray(batch["video"], jnp.float32)
-    (loss, (aux, mu)), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, video, key)
-    if self.options.freeze_encoder:
-      grads = {k: (jax.tree.map(jnp.zeros_like, g) if k in ENCODER_KEYS else g) for k, g in grads.items()}
+    freeze = self.options.freeze_encoder
+
+    def loss_fn(params, video, key):  # a frozen encoder is a constant: zero gradients, and no backward pass through it
+      if freeze:
+        params = {k: (jax.lax.stop_gradient(v) if k in ENCODER_KEYS else v) for k, v in params.items()}
+      return self.loss(params, video, key)
+
+    (loss, (aux, mu)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, video, key)
     params, opt_state, ema = optim.apply(
       self.tx,
       grads,
@@ -284,7 +289,7 @@ class VAEStage:
       decay=self.ema_decay or 0.0,
       start_step=self.ema_start_step,
     )
-    if self.options.freeze_encoder:  # exactly the initial encoder (no drift from the optimizer's epsilon terms)
+    if freeze:  # exactly the initial encoder (no drift from the optimizer's epsilon terms)
       params = {k: (state.params[k] if k in ENCODER_KEYS else v) for k, v in params.items()}
       if ema is not None:
         ema = {k: (state.ema[k] if k in ENCODER_KEYS else v) for k, v in ema.items()}
