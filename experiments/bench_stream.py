@@ -229,6 +229,21 @@ def abstract_block_args(st: Streamer, shape: BlockShape) -> tuple:
   return (st.params, cache, noise, renoise, None, ck, cv, ts, sig)
 
 
+def run_info(a, *, attention_resolved: dict) -> dict:
+  """The machine and the run's options, the head of both modes' JSON."""
+  return {
+    "device": str(jax.devices()[0].device_kind),
+    "platform": jax.devices()[0].platform,
+    "host": platform.processor() or platform.machine(),
+    "cpu_count": os.cpu_count(),
+    "jax": jax.__version__,
+    "preset": a.preset,
+    "dtype": a.dtype,
+    "attention": a.attention,
+    "attention_resolved": attention_resolved,
+  }
+
+
 def tree_bytes(tree) -> int:
   return sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
@@ -287,15 +302,7 @@ def lower_only(*, a, cfg: WanConfig, spec: StreamSpec, h: int, w: int) -> dict:
   impls = resolved_attention(cfg, spec, batch=shape.batch)
   result = {
     "mode": "lower-only",
-    "device": str(jax.devices()[0].device_kind),
-    "platform": jax.devices()[0].platform,
-    "host": platform.processor() or platform.machine(),
-    "cpu_count": os.cpu_count(),
-    "jax": jax.__version__,
-    "preset": a.preset,
-    "dtype": a.dtype,
-    "attention": a.attention,
-    "attention_resolved": impls,
+    **run_info(a, attention_resolved=impls),
     "params": count_params(model),
     "param_bytes": tree_bytes(st.params),
     "cache_bytes": tree_bytes(args[1]),
@@ -483,15 +490,7 @@ def main(argv=None) -> dict:
   peak = a.peak_tflops if a.peak_tflops is not None else peak_tflops(kind)
   pixel_frames_per_block = 4 * a.block_frames  # after the first block, each latent frame decodes to 4 video frames
   result = {
-    "device": kind,
-    "platform": jax.devices()[0].platform,
-    "host": platform.processor() or platform.machine(),
-    "cpu_count": os.cpu_count(),
-    "jax": jax.__version__,
-    "preset": a.preset,
-    "dtype": a.dtype,
-    "attention": a.attention,
-    "attention_resolved": resolved_attention(cfg, spec),
+    **run_info(a, attention_resolved=resolved_attention(cfg, spec)),
     "quantize": a.quantize,
     "params": count_params(model),
     "latent_hw": [h, w],
