@@ -190,6 +190,40 @@ def test_remat_and_bf16(cache_dir):
   assert int(new.step) == 1 and np.isfinite(float(metrics["grad_norm"]))
 
 
+def test_first_frame_weight_reweights_latent_zero():
+  """options.first_frame_weight: the loss is the per-frame flow-matching error weighted [f, 1, ..., 1] / mean
+  (times the training weight), recomputed here from the same draws; f = 1 is the plain upstream mean."""
+  from longlive_jax import schedule
+  from longlive_jax.train.stages.teacher import Options, forward
+
+  cfg = tiny_config()
+  rng = np.random.default_rng(3)
+  records = [
+    {"latents": rng.standard_normal((4, 4, 4, 16)), "text_embedding": rng.standard_normal((16, 32))} for _ in range(2)
+  ]
+  key = jax.random.key(7)
+
+  def loss(f):
+    stage = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), options=Options(first_frame_weight=f))
+    state = stage.init(jax.random.PRNGKey(1), mesh=None)
+    return stage, state.params, float(stage.loss(state.params, stage.make_batch(records), key)[0])
+
+  stage, params, plain = loss(1.0)
+  batch = stage.make_batch(records)
+  x0 = jnp.asarray(batch["latents"], jnp.float32)  # [B, F, H, W, C]
+  k_t, k_n = jax.random.split(key)
+  t = schedule.sample_timestep(k_t, 2, shift=5.0)
+  noise = jax.random.normal(k_n, x0.shape, jnp.float32)
+  v = forward(stage.model(params), schedule.add_noise(x0, noise, t, shift=5.0), t, batch["text_embedding"])
+  per_frame = np.asarray(jnp.mean((v - (noise - x0)) ** 2, axis=(2, 3, 4)))  # [B, F]
+  per_frame = per_frame * np.asarray(schedule.training_weight(t, shift=5.0))[:, None]
+  np.testing.assert_allclose(plain, per_frame.mean(), rtol=1e-5)
+  w = np.array([6.0, 1.0, 1.0, 1.0]) / 2.25  # mean 1 over the 4 frames
+  weighted = loss(6.0)[2]
+  np.testing.assert_allclose(weighted, (per_frame * w).mean(), rtol=1e-5)
+  assert abs(weighted - plain) > 1e-3 * plain  # frame 0's error differs from the mean, so the weight shows
+
+
 def test_config_overrides_and_errors(tmp_path):
   cfg = tconfig.load_config(TINY, ["optim.lr=1e-5", "mesh.fsdp=2", "data.fps=null", "options.timestep_shift=3"])
   assert cfg.optim.lr == 1e-5 and isinstance(cfg.optim.lr, float) and cfg.mesh.fsdp == 2 and cfg.data.fps is None
@@ -202,6 +236,7 @@ def test_config_overrides_and_errors(tmp_path):
     "steps=abc": ["steps: expected int", "'abc'"],
     "log.format=xml": ["log.format"],
     "options.shift=5": ["options.shift", "timestep_shift"],
+    "options.first_frame_weight=0": ["options.first_frame_weight must be > 0", "got 0"],
     "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],
     "bogus=1": ["unknown key bogus", "stage, run_dir"],
     "steps": ["key=value"],

@@ -29,13 +29,17 @@ def main() -> int:
   ap.add_argument("--teacher", action="store_true")
   ap.add_argument("--frames", type=int, default=21, help="latent frames")
   ap.add_argument("--out", required=True, help="the frame strip (.png)")
+  ap.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (--teacher)")
+  ap.add_argument("--steps", type=int, default=48, help="ODE steps (--teacher)")
   a = ap.parse_args()
   from longlive_jax.toyworld import evaluate as ev
   from longlive_jax.video_io import _write_png
 
   dit, vae, enc = ev.load_models(a.dit, a.vae)
   if a.teacher:
-    videos, timing = ev.teacher_videos(dit, vae, enc, PROMPTS, latent_frames=a.frames, seed=10_000)
+    videos, timing = ev.teacher_videos(
+      dit, vae, enc, PROMPTS, latent_frames=a.frames, seed=10_000, guidance=a.guidance, num_steps=a.steps
+    )
   else:
     videos, timing = ev.causal_videos(dit, vae, enc, [[p] for p in PROMPTS], latent_frames=a.frames, seed=10_000)
   acc = ev.score(videos, [[p] for p in PROMPTS])["accuracy"]

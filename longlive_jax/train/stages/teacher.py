@@ -49,12 +49,28 @@ class Options:
     timestep_shift: shift of the training timestep grid (Wan / LongLive: 5).
     min_step, max_step: clamp of the sampled timesteps (full range by default).
     training_weight: weight the loss with the scheduler's training weights.
+    first_frame_weight: loss factor of latent frame 0 against 1 for the others, renormalised to a mean of 1
+      over the frames (1: upstream, every frame alike). Latent 0 encodes one video frame, the others four
+      each (Wan's causal VAE), so its statistics differ; RoPE is relative, so a small bidirectional model
+      has only the clip's edge to tell frame 0 apart, and with 1/F of the loss it learns that late (the
+      toy-world teacher's samples had a wrong frame 0 long after the others were right).
   """
 
   timestep_shift: float = 5.0
   min_step: float = 0.0
   max_step: float = 1000.0
   training_weight: bool = True
+  first_frame_weight: float = 1.0
+
+  def __post_init__(self):
+    if not self.first_frame_weight > 0:
+      raise ValueError(f"options.first_frame_weight must be > 0, got {self.first_frame_weight}")
+
+
+def frame_weights(num_frames: int, first_frame_weight: float) -> jax.Array:
+  """float32 ``[F]``: ``first_frame_weight`` for frame 0 and 1 for the others, divided by their mean."""
+  w = jnp.ones((num_frames,), jnp.float32).at[0].set(first_frame_weight)  # [F]
+  return w / jnp.mean(w)
 
 
 @struct.dataclass
@@ -138,6 +154,9 @@ class TeacherStage:
     noise = jax.random.normal(k_n, x0.shape, jnp.float32)
     x_t = schedule.add_noise(x0, noise, t, shift=o.timestep_shift)
     weights = schedule.training_weight(t, shift=o.timestep_shift) if o.training_weight else None
+    if o.first_frame_weight != 1.0:
+      fw = frame_weights(x0.shape[1], o.first_frame_weight)[None, :]  # [1, F]
+      weights = fw if weights is None else weights[:, None] * fw  # [B, F]
     v = forward(self.model(params), x_t, t, ctx, remat=self.remat)
     loss = flow_matching_loss(flow_pred=v, x0=x0, noise=noise, weights=weights)
     return loss, {"timestep_mean": jnp.mean(t)}
