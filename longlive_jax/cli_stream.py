@@ -359,6 +359,42 @@ def _finish(command: str, out: Path, meta: dict, sink, stop: srun.StopSignals) -
   return 0
 
 
+def _stream(
+  command: str,
+  a,
+  *,
+  st,
+  target: _Target,
+  model: _Model,
+  stop: srun.StopSignals,
+  contexts: list,
+  prompts: list,
+  **kw,
+) -> int:
+  """Streams one video into ``target`` (the video file is finished, or left out, even on failure); ``kw``
+  goes to :func:`longlive_jax.stream.run.run_stream` (switches, live prompts). Returns the command's exit code."""
+  switches = kw.pop("switches", [])
+  sink = target.sink(model, a.fps)
+  with stop.deferred():
+    try:
+      meta = srun.run_stream(
+        st,
+        contexts,
+        switches,
+        opts=model.opts,
+        out_path=target.latents,
+        prompts=prompts,
+        on_block=sink,
+        progress=not a.quiet,
+        stop=stop,
+        **kw,
+      )
+    finally:
+      if sink is not None:
+        sink.close()  # finishes the video under its temporary name, then renames it into place
+  return _finish(command, target.out, meta, sink, stop)
+
+
 def cmd_generate(a) -> int:
   out = Path(a.out)
   _check_out_suffix(out)
@@ -380,24 +416,7 @@ def cmd_generate(a) -> int:
           st, ctx, opts=model.opts, out_path=out, prompt=a.prompt, stop=stop, progress=not a.quiet
         )
       return _finish("generate", out, meta, None, stop)
-    sink = target.sink(model, a.fps)
-    with stop.deferred():
-      try:
-        meta = srun.run_stream(
-          st,
-          [ctx],
-          [],
-          opts=model.opts,
-          out_path=target.latents,
-          prompts=[a.prompt],
-          on_block=sink,
-          progress=not a.quiet,
-          stop=stop,
-        )
-      finally:
-        if sink is not None:
-          sink.close()  # finishes the video under its temporary name, then renames it into place
-    return _finish("generate", out, meta, sink, stop)
+    return _stream("generate", a, st=st, target=target, model=model, stop=stop, contexts=[ctx], prompts=[a.prompt])
 
 
 def _report(out: Path, meta: dict, sink) -> None:
@@ -460,28 +479,20 @@ def _cmd_live(a, stop: srun.StopSignals) -> int:
   _need_vae(model, target)
   st = model.load()
   first = prompts(a.prompts)
-  sink = target.sink(model, a.fps)
   live = srun.LivePrompts(sys.stdin)
   print(f"live mode: type a prompt (or an embedding path) to switch, '{srun.QUIT}' to stop", file=sys.stderr)
-  with stop.deferred():
-    try:
-      meta = srun.run_stream(
-        st,
-        [first],
-        [],
-        opts=model.opts,
-        out_path=target.latents,
-        prompts=[a.prompts],
-        live=live,
-        resolve=prompts,
-        on_block=sink,
-        progress=not a.quiet,
-        stop=stop,
-      )
-    finally:
-      if sink is not None:
-        sink.close()
-  return _finish("interactive", out, meta, sink, stop)
+  return _stream(
+    "interactive",
+    a,
+    st=st,
+    target=target,
+    model=model,
+    stop=stop,
+    contexts=[first],
+    prompts=[a.prompts],
+    live=live,
+    resolve=prompts,
+  )
 
 
 def cmd_interactive(a) -> int:
@@ -547,27 +558,20 @@ def _cmd_script(a, stop: srun.StopSignals) -> int:
   prompts.release()
   for s in script:
     switches = [Switch(f, i + 1) for i, f in enumerate(s.switch_frames)]
-    target = targets[s.line]
-    sink = target.sink(model, a.fps)
-    with stop.deferred():
-      try:
-        meta = srun.run_stream(
-          st,
-          encoded[s.line],
-          switches,
-          opts=model.opts,
-          out_path=target.latents,
-          prompts=s.prompts,
-          on_block=sink,
-          progress=not a.quiet,
-          stop=stop,
-        )
-      except srun.StreamInputError as e:
-        raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
-      finally:
-        if sink is not None:
-          sink.close()
-    code = _finish("interactive", target.out, meta, sink, stop)
+    try:
+      code = _stream(
+        "interactive",
+        a,
+        st=st,
+        target=targets[s.line],
+        model=model,
+        stop=stop,
+        contexts=encoded[s.line],
+        prompts=s.prompts,
+        switches=switches,
+      )
+    except srun.StreamInputError as e:
+      raise srun.StreamInputError(f"{a.prompts}:{s.line}: {e}") from e
     if code:
       return code  # interrupted: the next lines are not started
   return 0
