@@ -46,6 +46,27 @@ def frame_rate(fps: float) -> Fraction:
   return rate
 
 
+def add_video_stream(container, *, path: Path, height: int, width: int, rate: Fraction, crf: int, **x264_options):
+  """The yuv420p video stream of ``container``: H.264 at ``crf`` (plus ``x264_options``) when FFmpeg has
+  libx264, else MPEG-4 part 2 at the best fixed quality. ``path`` only names the file in errors."""
+  if height % 2 or width % 2:
+    raise ValueError(f"{path}: frame size {height}x{width} must be even for yuv420p video")
+  if "libx264" in av.codecs_available:
+    s = container.add_stream("libx264", rate=rate)
+    s.options = {"crf": str(crf), "preset": "veryfast", **x264_options}
+  else:
+    s = container.add_stream("mpeg4", rate=rate)
+    s.options = {"qscale": "2"}
+  s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+  return s
+
+
+def mux_frames(container, stream, frames: np.ndarray) -> None:
+  """Encodes ``frames [T, H, W, 3]`` uint8 into ``stream`` and muxes the packets as they come."""
+  for img in frames:
+    container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+
+
 class VideoWriter:
   """Appends frames to an mp4; ``close()`` (or the context manager) finishes the file.
 
@@ -64,25 +85,14 @@ class VideoWriter:
     self._stream = None
     self.frames = 0
 
-  def _open_stream(self, h: int, w: int) -> None:
-    if h % 2 or w % 2:
-      raise ValueError(f"{self.path}: frame size {h}x{w} must be even for yuv420p video")
-    if "libx264" in av.codecs_available:
-      s = self._out.add_stream("libx264", rate=self.rate)
-      s.options = {"crf": str(self.crf), "preset": "veryfast"}
-    else:
-      s = self._out.add_stream("mpeg4", rate=self.rate)
-      s.options = {"qscale": "2"}
-    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-    self._stream = s
-
   def write(self, frames: np.ndarray) -> None:
     """``frames [T, H, W, 3]`` in [-1, 1] or uint8."""
     frames = to_uint8(frames)
     if self._stream is None:
-      self._open_stream(frames.shape[1], frames.shape[2])
-    for img in frames:
-      self._out.mux(self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+      self._stream = add_video_stream(
+        self._out, path=self.path, height=frames.shape[1], width=frames.shape[2], rate=self.rate, crf=self.crf
+      )
+    mux_frames(self._out, self._stream, frames)
     self.frames += len(frames)
 
   def close(self) -> None:

@@ -17,14 +17,13 @@ import os
 import re
 import shlex
 import struct
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from longlive_jax.stream import run as srun
-from longlive_jax.video_io import frame_rate
+from longlive_jax.video_io import add_video_stream, frame_rate, mux_frames
 
 TAKE_NAME = re.compile(r"take-(\d{4,})\.")
 _FLAGS = "frag_keyframe+empty_moov+default_base_moof"
@@ -47,16 +46,10 @@ class FragmentedMp4:
     self.frames = 0
 
   def _open(self, h: int, w: int) -> None:
-    if h % 2 or w % 2:
+    if h % 2 or w % 2:  # checked before the file is created
       raise ValueError(f"{self.path}: frame size {h}x{w} must be even for yuv420p video")
     self._out = av.open(str(self.path), "w", format="mp4", options={"movflags": _FLAGS, "flush_packets": "1"})
-    if "libx264" in av.codecs_available:
-      s = self._out.add_stream("libx264", rate=Fraction(self.rate))
-      s.options = {"crf": str(self.crf), "preset": "veryfast", "tune": "zerolatency"}
-    else:
-      s = self._out.add_stream("mpeg4", rate=Fraction(self.rate))
-      s.options = {"qscale": "2"}
-    s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+    s = add_video_stream(self._out, path=self.path, height=h, width=w, rate=self.rate, crf=self.crf, tune="zerolatency")
     s.codec_context.gop_size = self.gop
     self._stream = s
 
@@ -64,8 +57,7 @@ class FragmentedMp4:
     """``frames [T, H, W, 3]`` uint8."""
     if self._out is None:
       self._open(frames.shape[1], frames.shape[2])
-    for img in frames:
-      self._out.mux(self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+    mux_frames(self._out, self._stream, frames)
     self.frames += len(frames)
 
   def close(self) -> None:
