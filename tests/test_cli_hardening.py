@@ -20,12 +20,9 @@ import pytest
 
 from longlive_jax import checkpoint, cli, layout, pipeline
 from longlive_jax.config import tiny_config
-from longlive_jax.model.params import params_of
-from longlive_jax.model.wan import init_model
 from longlive_jax.stream import driver
 from longlive_jax.stream import run as srun
-from longlive_jax.stream.cache import StreamSpec
-from longlive_jax.stream.driver import Streamer, Switch
+from longlive_jax.stream.driver import Switch
 from longlive_jax.stream.noise import BlockShape, KeyNoise
 from longlive_jax.video_io import VideoWriter, read_video
 
@@ -34,22 +31,14 @@ SIZE = ["--height", str(H), "--width", str(W), "--window", "9", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_stream_setup):
   root = tmp_path_factory.mktemp("hardening")
-  cfg = tiny_config()
-  model = init_model(cfg, seed=0)
-  ckpt = checkpoint.save(root / "ckpt", cfg=cfg, params=params_of(model))
-  rng = np.random.default_rng(0)
-  embs = []
-  for i in range(2):
-    e = rng.standard_normal((cfg.text_len, cfg.text_dim)).astype(np.float32)
-    np.save(root / f"p{i}.npy", e)
-    embs.append(e[None])
-  np.save(root / "wide.npy", np.zeros((5, cfg.text_dim + 3), np.float32))
-  np.save(root / "vec.npy", np.zeros((cfg.text_dim,), np.float32))
+  ckpt, embs, st = tiny_stream_setup(root, num_prompts=2, height=H, width=W)
+  text_dim = embs[0].shape[-1]
+  np.save(root / "wide.npy", np.zeros((5, text_dim + 3), np.float32))
+  np.save(root / "vec.npy", np.zeros((text_dim,), np.float32))
   (root / "afile").write_text("not a folder")
-  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
-  return root, ckpt, embs, Streamer(model, spec)
+  return root, ckpt, embs, st
 
 
 @pytest.fixture(scope="module")

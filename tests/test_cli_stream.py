@@ -9,13 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from longlive_jax import checkpoint, cli, layout
+from longlive_jax import cli, layout
 from longlive_jax.config import tiny_config
-from longlive_jax.model.params import params_of
-from longlive_jax.model.wan import init_model
 from longlive_jax.stream import run as srun
-from longlive_jax.stream.cache import StreamSpec
-from longlive_jax.stream.driver import Streamer, Switch
+from longlive_jax.stream.driver import Switch
 from longlive_jax.stream.noise import BlockShape, KeyNoise
 
 H, W = 4, 6
@@ -23,19 +20,10 @@ SIZE = ["--height", str(H), "--width", str(W), "--window", "9", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_stream_setup):
   root = tmp_path_factory.mktemp("cli_stream")
-  cfg = tiny_config()
-  model = init_model(cfg, seed=0)
-  ckpt = checkpoint.save(root / "ckpt", cfg=cfg, params=params_of(model))
-  rng = np.random.default_rng(0)
-  embs = []
-  for i in range(3):
-    e = rng.standard_normal((cfg.text_len - 4, cfg.text_dim)).astype(np.float32)  # short: padded with zero rows
-    np.save(root / f"p{i}.npy", e)
-    embs.append(np.concatenate([e, np.zeros((4, cfg.text_dim), np.float32)])[None])
-  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=9, tokens_per_frame=(H // 2) * (W // 2))
-  return root, ckpt, embs, Streamer(model, spec)
+  ckpt, embs, st = tiny_stream_setup(root, num_prompts=3, short_rows=4, height=H, width=W)  # padded with zero rows
+  return root, ckpt, embs, st
 
 
 def _read(path):

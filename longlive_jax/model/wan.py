@@ -44,8 +44,9 @@ def _dtype(name: str):
   return jnp.dtype(name)
 
 
-class SelfAttention(nnx.Module):
-  """Self-attention with qk RMSNorm over the full width (before the head split) and 3D RoPE."""
+class _Projections(nnx.Module):
+  """The q / k / v / o projections (``dim -> dim``) and the optional qk RMSNorms over the full width that Wan's
+  self- and cross-attention share (upstream ``WanSelfAttention``, which ``WanCrossAttention`` subclasses)."""
 
   def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
     dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
@@ -59,6 +60,10 @@ class SelfAttention(nnx.Module):
     self.num_heads = cfg.num_heads
     self.qk_norm = cfg.qk_norm
     self.impl = cfg.attention_impl
+
+
+class SelfAttention(_Projections):
+  """Self-attention with qk RMSNorm over the full width (before the head split) and 3D RoPE."""
 
   def qkv(self, x: Array) -> tuple[Array, Array, Array]:
     """Un-rotated q, k and v of tokens ``x [B, S, D]`` -> each ``[B, S, H, Dh]``."""
@@ -108,21 +113,8 @@ class SelfAttention(nnx.Module):
     return self.o(out.reshape(b, s, d)), (k_raw if extra_rope is not None else k), v
 
 
-class CrossAttention(nnx.Module):
+class CrossAttention(_Projections):
   """Cross-attention to the embedded text; keys/values are precomputed once per prompt."""
-
-  def __init__(self, cfg: WanConfig, *, rngs: nnx.Rngs):
-    dt, pdt = _dtype(cfg.dtype), _dtype(cfg.param_dtype)
-    self.q = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
-    self.k = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
-    self.v = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
-    self.o = layers.Dense(cfg.dim, cfg.dim, rngs=rngs, dtype=dt, param_dtype=pdt)
-    if cfg.qk_norm:
-      self.norm_q = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
-      self.norm_k = layers.RMSNorm(cfg.dim, eps=cfg.eps, rngs=rngs, param_dtype=pdt)
-    self.num_heads = cfg.num_heads
-    self.qk_norm = cfg.qk_norm
-    self.impl = cfg.attention_impl
 
   def kv(self, ctx: Array) -> tuple[Array, Array]:
     """``ctx [B, T, D]`` (embedded text) -> ``(k, v)`` each ``[B, T, H, Dh]``."""
