@@ -29,51 +29,58 @@ def add_toyworld(sub) -> None:
 
   q = acts.add_parser("text", help="pretrain the world's tiny text encoder on its grammar (the shipped weights)")
   q.add_argument("--out", required=True, help="an .npz (the package's: longlive_jax/toyworld/text_encoder.npz)")
-  q.add_argument("--steps", type=int, default=400)
-  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--steps", type=int, default=400, help="training steps (default 400)")
+  q.add_argument("--seed", type=int, default=0, help="initialisation and data seed (default 0)")
 
   q = acts.add_parser("prompts", help="sample training prompts (or prompt pairs) into an .npz")
-  q.add_argument("--out", required=True)
-  q.add_argument("--num", type=int, required=True)
-  q.add_argument("--seed", type=int, default=0)
-  q.add_argument("--split", default="train", choices=["train", "held_out", "all"])
+  q.add_argument("--out", required=True, help="the .npz to write")
+  q.add_argument("--num", type=int, required=True, help="how many prompts (or pairs)")
+  q.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+  q.add_argument(
+    "--split",
+    default="train",
+    choices=["train", "held_out", "all"],
+    help="combinations to draw from: the training split (default), the held-out 10%%, or all",
+  )
   q.add_argument("--pairs", action="store_true", help="prompt_a / prompt_b pairs (a natural edit) for switches")
 
   q = acts.add_parser("latents", help="encode rendered clips with a trained VAE (teacher data)")
   q.add_argument("--vae", required=True, help="a checkpoint folder with a 'vae' component (the vae stage's export)")
-  q.add_argument("--out", required=True)
-  q.add_argument("--num", type=int, required=True)
-  q.add_argument("--latent-frames", type=int, default=21)
-  q.add_argument("--size", type=int, default=64)
-  q.add_argument("--seed", type=int, default=1)
+  q.add_argument("--out", required=True, help="the .npz of encoded clips to write (the teacher stage's data.source)")
+  q.add_argument("--num", type=int, required=True, help="how many clips")
+  q.add_argument("--latent-frames", type=int, default=21, help="latent frames per clip (default 21: 81 video frames)")
+  q.add_argument("--size", type=int, default=64, help="frame height = width in pixels (default 64)")
+  q.add_argument("--seed", type=int, default=1, help="seed of the rendered clips (default 1)")
   q.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of clips captioned '' (CFG)")
 
   q = acts.add_parser("ode-pairs", help="the teacher's guided ODE trajectories (ode-init data)")
   q.add_argument("--teacher", required=True, help="the teacher stage's export folder")
   q.add_argument("--prompts", required=True, help="an .npz with a 'prompt' array (toyworld prompts)")
-  q.add_argument("--out", required=True)
-  q.add_argument("--latent-frames", type=int, default=21)
+  q.add_argument("--out", required=True, help="the .npz to write (the trajectories and their prompts)")
+  q.add_argument("--latent-frames", type=int, default=21, help="latent frames per clip (default 21)")
   q.add_argument("--latent-size", type=int, default=16, help="latent height = width (64 px through the 4x VAE: 16)")
   q.add_argument("--steps", type=int, default=48, help="Euler steps (a multiple of 4)")
-  q.add_argument("--guidance", type=float, default=3.0)
-  q.add_argument("--seed", type=int, default=2)
-  q.add_argument("--batch", type=int, default=16)
+  q.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+  q.add_argument("--seed", type=int, default=2, help="noise seed (default 2)")
+  q.add_argument("--batch", type=int, default=16, help="clips sampled together (default 16)")
 
   q = acts.add_parser("assemble", help="one whole-model checkpoint from the DiT and VAE exports")
-  q.add_argument("--dit", required=True)
-  q.add_argument("--vae", required=True)
-  q.add_argument("--out", required=True)
-  q.add_argument("--size", type=int, default=64)
-  q.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
+  q.add_argument("--dit", required=True, help="the DiT's export folder (a training stage's export)")
+  q.add_argument("--vae", required=True, help="a checkpoint folder with a 'vae' component (the vae stage's export)")
+  q.add_argument("--out", required=True, help="the whole-model checkpoint folder to write")
+  q.add_argument("--size", type=int, default=64, help="native frame height = width in pixels (default 64)")
+  q.add_argument(
+    "--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="stored weight dtype (default bfloat16)"
+  )
   q.add_argument("--meta", help="a JSON file of extra metadata (training record)")
-  q.add_argument("--overwrite", action="store_true")
+  q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
   q = acts.add_parser("render", help="the world's ground truth for prompts (with switches)")
   q.add_argument("prompts", nargs="+", help="one or more prompts of the world's grammar")
   q.add_argument("--switch-frames", default="", help="latent frames where prompts 2, 3, ... start (e.g. 10,20)")
   q.add_argument("--frames", type=int, default=30, help="latent frames (video frames = 1 + 4 (F - 1))")
-  q.add_argument("--size", type=int, default=64)
-  q.add_argument("--seed", type=int, default=0)
+  q.add_argument("--size", type=int, default=64, help="frame height = width in pixels (default 64)")
+  q.add_argument("--seed", type=int, default=0, help="the world's seed: start position and speed (default 0)")
   q.add_argument("--out", required=True, help=".mp4 video or .png strip")
 
 
