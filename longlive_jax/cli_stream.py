@@ -57,7 +57,8 @@ def _add_stream_options(p) -> None:
   p.add_argument(
     "--attention",
     choices=ATTENTION_IMPLS,
-    help="attention kernel: auto (cuDNN on GPU, chunked for large calls), xla, chunked, cudnn (GPU, bfloat16) "
+    help="attention kernel: auto (cuDNN on GPU, splash on TPU, chunked for large calls), xla, chunked, "
+    "cudnn (GPU, bfloat16), splash (TPU) "
     "(default: the checkpoint's attention_impl)",
   )
   add_quantize_option(p)

@@ -21,7 +21,7 @@ _IGNORED_UPSTREAM_KEYS = frozenset(
 
 
 # Attention implementations (longlive_jax.model.attention.dispatch): "auto" picks one per call.
-ATTENTION_IMPLS = ("auto", "xla", "chunked", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "chunked", "cudnn", "splash")
 
 
 class ConfigError(ValueError):
@@ -51,10 +51,12 @@ class WanConfig:
       keeps norms, modulation, timestep MLP and softmax in float32).
     param_dtype: storage dtype of parameters.
     attention_impl: attention kernel (never changes parameters or, beyond rounding, results):
-      "auto" (cuDNN on a CUDA GPU with 16-bit dtype, else "chunked" for large calls, else "xla"),
-      "xla" (plain einsum softmax, the golden-parity path), "chunked" (online softmax in plain
-      XLA, no whole score tensor) or "cudnn" (``jax.nn.dot_product_attention`` flash kernel; GPU,
-      bfloat16 / float16 only). See :mod:`longlive_jax.model.attention`.
+      "auto" (cuDNN on a CUDA GPU with 16-bit dtype, splash on a TPU with head size a multiple of
+      128, else "chunked" for large calls, else "xla"), "xla" (plain einsum softmax, the
+      golden-parity path), "chunked" (online softmax in plain XLA, no whole score tensor), "cudnn"
+      (``jax.nn.dot_product_attention`` flash kernel; GPU, bfloat16 / float16 only) or "splash"
+      (Pallas splash attention: TPU; the Pallas interpreter elsewhere, slow). See
+      :mod:`longlive_jax.model.attention`.
   """
 
   dim: int = 1536

@@ -2,7 +2,9 @@
 
 "chunked" runs here in full; "cudnn" has no GPU here, so its argument preparation (valid keys
 reordered into a prefix + key lengths, or a full mask) is run through JAX's own XLA attention
-and checked numerically, and the cuDNN call itself is traced and lowered for CUDA.
+and checked numerically, and the cuDNN call itself is traced and lowered for CUDA. "splash" (TPU)
+runs here in the Pallas interpreter, the same kernel, checked numerically; its compiled form is
+lowered for TPU.
 """
 
 from __future__ import annotations
@@ -157,6 +159,65 @@ def test_cudnn_argument_preparation_equals_reference(shape):
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-5, rtol=1e-5, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_splash_equals_reference_in_the_interpreter(dtype):
+  """Splash attention (the Pallas kernel, interpreted on CPU) against the reference: lengths that are not
+  multiples of its 128-block (padding), key masks with a fully masked sample, and the dispatcher routing a
+  block-causal mask to the chunked path."""
+  b, sq, sk = 2, 40, 150
+  q, k, v = _qkv(b=b, sq=sq, sk=sk, h=2, dh=16, dtype=dtype)
+  tol = dict(atol=1e-5, rtol=1e-5) if dtype == jnp.float32 else dict(atol=3e-2, rtol=3e-2)
+  fn = jax.jit(functools.partial(attn.attention, impl="splash"))
+  masks = _masks(b=b, sq=sq, sk=sk)
+  for name in ("none", "random_keys", "padding", "stream_cache", "block_causal"):
+    m = None if masks[name] is None else jnp.asarray(masks[name])
+    got = np.asarray(fn(q, k, v, key_mask=m), np.float32)
+    ref = np.asarray(attn.reference_attention(q, k, v, key_mask=m), np.float32)
+    np.testing.assert_allclose(got, ref, **tol, err_msg=name)
+  hlo = fn.lower(q, k, v, key_mask=jnp.asarray(masks["random_keys"])).as_text()
+  assert "1x2x40x150" not in hlo and "40x150" not in hlo  # no score tensor outside the kernel
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "keys"])
+def test_splash_lowers_for_tpu_at_full_size(mask_kind):
+  """The 1.3B streaming block's self-attention lowers to the Mosaic (TPU) kernel; abstract shapes."""
+  b, sq, sk, h, dh = 1, 4680, 18720, 12, 128
+  q = jax.ShapeDtypeStruct((b, sq, h, dh), jnp.bfloat16)
+  k = jax.ShapeDtypeStruct((b, sk, h, dh), jnp.bfloat16)
+  mask = None if mask_kind == "none" else jax.ShapeDtypeStruct((b, sk), jnp.bool_)
+  assert attn.resolve_impl("auto", q=q, k=k, key_mask=mask, backend="tpu") == "splash"
+
+  def f(q, k, v, m):
+    return attn.splash_attention(q, k, v, key_mask=m)
+
+  assert jax.eval_shape(f, q, k, k, mask).shape == (b, sq, h, dh)
+  hlo = jax.jit(f).trace(q, k, k, mask).lower(lowering_platforms=("tpu",)).as_text()
+  assert "tpu_custom_call" in hlo
+  assert f"{sq}x{sk}" not in hlo and "4736x18816" not in hlo  # neither scores nor a bias, padded or not
+
+
+def test_splash_streaming_model_step_lowers_for_tpu(monkeypatch):
+  """A tiny bf16 WanDiT block against a KV cache with attention_impl="splash" lowers for TPU: self- and
+  cross-attention through the Mosaic kernel."""
+  monkeypatch.setattr(dispatch, "splash_interpret", lambda: False)  # the TPU kernel, not the interpreter
+  cfg = tiny_config(dtype="bfloat16", attention_impl="splash")
+  model = init_model(cfg)
+  x, t, ctx = _model_inputs(cfg, b=1, f=3)
+  cache_len = 4 * 12
+  shape = (cfg.num_layers, 1, cache_len, cfg.num_heads, cfg.head_dim)
+  ek, ev = jnp.ones(shape, jnp.bfloat16), jnp.ones(shape, jnp.bfloat16)
+  valid = jnp.asarray(np.repeat([True, True, False, True], 12)[None])
+
+  def step(model, x, t, ctx, ek, ev, valid):
+    ck, cv = model.cross_kv(ctx)
+    pos = jnp.arange(4, 7, dtype=jnp.int32)
+    return model.forward_tokens(x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(ek, ev, valid))[0]
+
+  hlo = jax.jit(step).trace(model, x, t, ctx, ek, ev, valid).lower(lowering_platforms=("tpu",)).as_text()
+  assert "tpu_custom_call" in hlo
+  assert "48x96xf32" not in hlo and "48x16xf32" not in hlo  # no self- (48 x 96) or cross- (48 x 16) scores
+
+
 @pytest.fixture
 def fake_cudnn(monkeypatch):
   """Lets the cuDNN attention trace without a GPU: JAX asks for the cuDNN version while tracing."""
@@ -236,13 +297,18 @@ def test_resolve_auto():
   bf_k = jax.ShapeDtypeStruct((1, 18720, 12, 128), jnp.bfloat16)
   assert attn.resolve_impl("auto", q=small, k=small, backend="cpu") == "xla"
   assert attn.resolve_impl("auto", q=big, k=big_k, backend="cpu") == "chunked"
-  assert attn.resolve_impl("auto", q=bf, k=bf_k, backend="tpu") == "chunked"
+  assert attn.resolve_impl("auto", q=bf, k=bf_k, backend="tpu") == "splash"
+  half = jax.ShapeDtypeStruct((1, 4680, 24, 64), jnp.bfloat16)  # head size 64: not a TPU lane multiple
+  assert attn.resolve_impl("auto", q=half, k=half, backend="tpu") == "chunked"
+  causal = jax.ShapeDtypeStruct((1, 4680, 18720), jnp.bool_)
+  assert attn.resolve_impl("auto", q=bf, k=bf_k, key_mask=causal, backend="tpu") == "chunked"
+  assert attn.resolve_impl("splash", q=bf, k=bf_k, key_mask=causal) == "chunked"  # no segment pattern
   assert attn.resolve_impl("auto", q=bf, k=bf_k, backend="cuda") == "cudnn"
   assert attn.resolve_impl("auto", q=big, k=big_k, backend="cuda") == "chunked"  # float32: no cuDNN kernel
   assert attn.resolve_impl("auto", q=small, k=small, backend="cuda") == "xla"
-  for impl in ("xla", "chunked", "cudnn"):
+  for impl in ("xla", "chunked", "cudnn", "splash"):
     assert attn.resolve_impl(impl, q=small, k=small) == impl
-  with pytest.raises(ValueError, match="auto, xla, chunked, cudnn"):
+  with pytest.raises(ValueError, match="auto, xla, chunked, cudnn, splash"):
     attn.resolve_impl("flash", q=small, k=small)
 
 
@@ -264,11 +330,11 @@ def test_dispatcher_routes_and_override(monkeypatch):
 
 def test_config_accepts_the_implementations_and_names_them_otherwise():
   assert tiny_config().attention_impl == "auto"
-  assert ATTENTION_IMPLS == ("auto", "xla", "chunked", "cudnn")
-  for impl in ("auto", "xla", "chunked"):
+  assert ATTENTION_IMPLS == ("auto", "xla", "chunked", "cudnn", "splash")
+  for impl in ("auto", "xla", "chunked", "splash"):
     assert tiny_config(attention_impl=impl).attention_impl == impl
   assert tiny_config(attention_impl="cudnn", dtype="bfloat16").attention_impl == "cudnn"
-  with pytest.raises(ConfigError, match="'auto', 'xla', 'chunked', 'cudnn', got 'flash'"):
+  with pytest.raises(ConfigError, match="'auto', 'xla', 'chunked', 'cudnn', 'splash', got 'flash'"):
     tiny_config(attention_impl="flash")
   with pytest.raises(ConfigError, match="cudnn.*bfloat16"):
     tiny_config(attention_impl="cudnn")  # float32
@@ -332,6 +398,19 @@ def test_streaming_block_chunked_equals_xla(small_chunks):
   valid = jnp.asarray(np.repeat([True, False, True], 16)[None])  # frame 1's slot empty
   ref = _forward_tokens(xla, x[:, 3:], t, ctx, None, (k0, v0, valid))
   got = _forward_tokens(chunked, x[:, 3:], t, ctx, None, (k0, v0, valid))
+  for g, r in zip(got, ref, strict=True):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5)
+
+
+def test_streaming_block_splash_equals_xla():
+  """The same streaming block with attention_impl="splash" (interpreted here): output and K/V agree."""
+  xla = init_model(tiny_config(attention_impl="xla"))
+  splash = model_from_params(tiny_config(attention_impl="splash"), params_of(xla))
+  x, t, ctx = _model_inputs(xla.cfg, b=1, f=6)
+  _, k0, v0 = _forward_tokens(xla, x[:, :3], t, ctx, None, None)
+  valid = jnp.asarray(np.repeat([True, False, True], 16)[None])
+  ref = _forward_tokens(xla, x[:, 3:], t, ctx, None, (k0, v0, valid))
+  got = _forward_tokens(splash, x[:, 3:], t, ctx, None, (k0, v0, valid))
   for g, r in zip(got, ref, strict=True):
     np.testing.assert_allclose(np.asarray(g), np.asarray(r), atol=2e-5)
 

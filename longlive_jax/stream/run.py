@@ -70,7 +70,7 @@ class StreamOptions:
   switch_mode: str = "recache"
   context_noise: float = 0.0
   dtype: str | None = None
-  attention: str | None = None  # overrides the checkpoint's attention_impl (auto, xla, chunked, cudnn)
+  attention: str | None = None  # overrides the checkpoint's attention_impl (auto, xla, chunked, cudnn, splash)
   quantize: str | None = None  # int8, w8a8 or fp8: quantise the DiT's large linear layers (longlive_jax.quant)
 
   def __post_init__(self):
