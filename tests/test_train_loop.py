@@ -190,6 +190,34 @@ def test_remat_and_bf16(cache_dir):
   assert int(new.step) == 1 and np.isfinite(float(metrics["grad_norm"]))
 
 
+def test_lr_schedule_scales_the_update_and_keeps_the_optimizer_state():
+  """optim.warmup_steps / decay_start / decay_steps: the factor's values; a scheduled step moves the weights by
+  exactly the factor times the plain step's move (AdamW + weight decay, as a scheduled lr would); the optimizer
+  state has the same structure with or without a schedule (a run can gain one and still resume)."""
+  from longlive_jax.train.optim import lr_factor
+
+  o = OptimConfig(warmup_steps=4, decay_start=10, decay_steps=5)
+  want = [0.25, 0.5, 0.75] + [1.0] * 8 + [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]
+  np.testing.assert_allclose([float(lr_factor(o, s)) for s in range(17)], want, atol=1e-6)
+
+  cfg = tiny_config()
+  rng = np.random.default_rng(0)
+  records = [
+    {"latents": rng.standard_normal((3, 4, 4, 16)), "text_embedding": rng.standard_normal((16, 32))} for _ in range(2)
+  ]
+  plain = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3))
+  warm = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3, warmup_steps=4))
+  state = plain.init(jax.random.PRNGKey(1), mesh=None)
+  batch = plain.make_batch(records)
+  a, _ = jax.jit(plain.step)(state, batch)
+  b, _ = jax.jit(warm.step)(state, batch)  # step 0: factor 1/4
+  assert jax.tree.structure(a.opt_state) == jax.tree.structure(b.opt_state)
+  leaves = [[np.asarray(x) for x in jax.tree.leaves(s.params)] for s in (state, a, b)]
+  for p0, pa, pb in zip(*leaves, strict=True):
+    np.testing.assert_allclose(pb - p0, 0.25 * (pa - p0), atol=1e-7)
+  assert max(float(np.max(np.abs(pa - p0))) for p0, pa, _ in zip(*leaves, strict=True)) > 1e-5  # the step moved
+
+
 def test_first_frame_weight_reweights_latent_zero():
   """options.first_frame_weight: the loss is the per-frame flow-matching error weighted [f, 1, ..., 1] / mean
   (times the training weight), recomputed here from the same draws; f = 1 is the plain upstream mean."""
@@ -237,6 +265,8 @@ def test_config_overrides_and_errors(tmp_path):
     "log.format=xml": ["log.format"],
     "options.shift=5": ["options.shift", "timestep_shift"],
     "options.first_frame_weight=0": ["options.first_frame_weight must be > 0", "got 0"],
+    "optim.decay_start=100": ["decay_start and decay_steps go together", "decay_steps=0"],
+    "optim.warmup_steps=-1": ["warmup_steps must be >= 0"],
     "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],
     "bogus=1": ["unknown key bogus", "stage, run_dir"],
     "steps": ["key=value"],

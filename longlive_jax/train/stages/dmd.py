@@ -350,7 +350,9 @@ class DMDCore:
       return loss
 
     loss, grads = jax.value_and_grad(loss_fn)(state.critic)
-    critic, opt, _ = apply(self.critic_tx, grads, state.critic_opt, state.critic)
+    critic, opt, _ = apply(
+      self.critic_tx, grads, state.critic_opt, state.critic, step=state.step, schedule=self.run.optim
+    )  # the generator's schedule shape (warmup, decay) at the critic's own lr
     metrics = {"critic_loss": loss, "critic_grad_norm": optax.tree.norm(grads), "critic_timestep": jnp.mean(t)}
     return state.replace(critic=critic, critic_opt=opt), metrics
 
@@ -370,6 +372,7 @@ class DMDCore:
       step=state.step,
       decay=self.run.ema_decay,
       start_step=self.run.ema_start_step,
+      schedule=self.run.optim,
     )
     metrics = {"generator_loss": loss, "generator_grad_norm": optax.tree.norm(grads), **metrics}
     return state.replace(generator=gen, generator_opt=opt, ema=ema), metrics, extra

@@ -99,6 +99,7 @@ class ODEInitStage:
     self.model_config = self.net.cfg
     self.graphdef = nnx.split(abstract_model(self.net.cfg))[0]
     self.tx = make_optimizer(cfg.optim)
+    self.optim_schedule = cfg.optim
     self.ema_decay = cfg.ema.decay if cfg.ema.enabled else None
     self.ema_start = cfg.ema.start_step
     self.min_shard_size = cfg.mesh.min_shard_size
@@ -155,6 +156,7 @@ class ODEInitStage:
       step=state.step,
       decay=self.ema_decay,
       start_step=self.ema_start,
+      schedule=self.optim_schedule,
     )
     new = state.replace(
       step=state.step + 1, key=jax.random.key_data(k_next), params=params, opt_state=opt_state, ema=ema

@@ -173,6 +173,7 @@ class TeacherStage:
       step=state.step,
       decay=self.ema_decay,
       start_step=self.ema_start_step,
+      schedule=self.optim_config,
     )
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux}
     new = state.replace(params=params, opt_state=opt_state, ema=ema, step=state.step + 1)

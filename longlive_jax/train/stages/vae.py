@@ -188,6 +188,7 @@ class VAEStage:
   ):
     self.vae_config = vae_config
     self.options = options
+    self.optim_config = optim_config
     self.tx = optim.make_optimizer(optim_config)
     self.ema_decay, self.ema_start_step = ema_decay, ema_start_step
     self._graphdef, self._abstract = nnx.split(abstract_vae(vae_config))
@@ -288,6 +289,7 @@ class VAEStage:
       step=state.step,
       decay=self.ema_decay or 0.0,
       start_step=self.ema_start_step,
+      schedule=self.optim_config,
     )
     if freeze:  # exactly the initial encoder (no drift from the optimizer's epsilon terms)
       params = {k: (state.params[k] if k in ENCODER_KEYS else v) for k, v in params.items()}
