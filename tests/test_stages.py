@@ -216,6 +216,31 @@ def test_streaming_long_window_with_the_vae_image_latent(tmp_path):
   assert np.abs(win[:, 0] - prev1[:, 0]).max() > 1e-3  # really replaced
 
 
+def test_streaming_long_recache_mode_none_switches_the_prompt_and_keeps_the_cache():
+  """recache_mode none (the no-recache ablation): at the switch chunk the cache is left as it was and the chunk is
+  conditioned on the second prompt; with the training recache the same chunk starts from a rewritten cache."""
+  opts = {**STREAM_OPTS, "switch_choices": [9], "adapter": None}
+  out = {}
+  for mode in ("none", "training"):
+    stage = _stage("streaming-long", {**opts, "recache_mode": mode})
+    state = stage.init(jax.random.PRNGKey(0), mesh=None)
+    batch = stage.make_batch([{"prompt_a": "a cat", "prompt_b": "a dog"}], encode_text=ENC)
+    params = stage.core.generator_params(state.generator, state.generator_base)
+    recache = jax.jit(stage._recache, compiler_options=FAST)
+    prev = jax.random.normal(jax.random.key(1), state.stream.prev.shape)
+    cache = stage.core.new_cache(1)
+    cache = cache.replace(
+      k=cache.k + 1.0, v=cache.v - 1.0, frame=jnp.arange(cache.frame.shape[0]), next_frame=jnp.int32(9)
+    )
+    out[mode] = recache(params, cache, prev, jnp.asarray(batch["cond_b"]), jnp.int32(9))
+    if mode == "none":
+      np.testing.assert_array_equal(np.asarray(out[mode].k), np.asarray(cache.k))
+      np.testing.assert_array_equal(np.asarray(out[mode].v), np.asarray(cache.v))
+  assert float(jnp.abs(out["training"].k - out["none"].k).max()) > 1e-3  # the training recache does rewrite it
+  with pytest.raises(ValueError, match="recache_mode must be one of"):
+    _stage("streaming-long", {**opts, "recache_mode": "keep"})
+
+
 def test_streaming_long_inference_recache_option_dispatches_on_the_traced_switch_frame():
   from flax import nnx
 

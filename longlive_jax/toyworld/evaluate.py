@@ -172,6 +172,13 @@ def vae_psnr(vae, videos: np.ndarray, *, bin_latents: int = 4, batch: int = 8) -
   return {"psnr": psnr(per_frame.mean()), "bins": bins, "videos": len(videos), "frames": len(per_frame)}
 
 
+def _nanmedian(values) -> float:
+  """Median over the finite values; NaN when there are none (without numpy's all-NaN warning)."""
+  v = np.asarray(values, np.float64)
+  v = v[np.isfinite(v)]
+  return float(np.median(v)) if v.size else float("nan")
+
+
 def score(
   videos: np.ndarray, scripts: Sequence[Sequence[str]], *, switch_frames: Sequence[int] = (), bin_s: float = 10.0
 ) -> dict:
@@ -203,8 +210,9 @@ def score(
       {
         "frame": f,
         "continuous": float(np.mean([s.switches[i].continuous for s in scores])),
-        "jump_px": float(np.median([s.switches[i].jump for s in scores])),
-        "relative_spike": float(np.median([s.switches[i].relative_spike for s in scores])),
+        # nanmedian: a video with no object tracked at the switch has no jump / spike (NaN), not a NaN median
+        "jump_px": _nanmedian([s.switches[i].jump for s in scores]),
+        "relative_spike": _nanmedian([s.switches[i].relative_spike for s in scores]),
       }
       for i, f in enumerate(switch_frames)
     ]

@@ -21,7 +21,8 @@ optimizer steps; the train state carries the stream (KV cache, the last chunk of
     teacher and critic. ``recache_mode: training`` (default) is upstream's training recache
     (:func:`longlive_jax.train.recache.training_recache`: last 21 frames, ``global_sink`` effectively
     False, a zeroed write-protected sink for switches after the first chunk); ``inference`` uses the
-    inference recache (:func:`longlive_jax.stream.engine.recache` with ``global_sink``);
+    inference recache (:func:`longlive_jax.stream.engine.recache` with ``global_sink``); ``none`` switches
+    the prompt but keeps the cache as it is (an ablation: LongLive without its training-time recache);
   * a new sequence starts when the next chunk would pass the max length (21 + 12 x 18 = 237 frames).
 
 Schedule as upstream's ``fwdbwd_one_step_streaming``: a generator step (every ``dfake_gen_update_ratio``-th)
@@ -59,7 +60,7 @@ from longlive_jax.vae import stream as vae_stream
 
 Array = jax.Array
 sg = jax.lax.stop_gradient
-RECACHE_MODES = ("training", "inference")
+RECACHE_MODES = ("training", "inference", "none")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -199,6 +200,8 @@ class StreamingLongStage:
     model = nnx.merge(self.core.graphdefs["generator"], params)
     cross = model.cross_kv(cond_b)
     spec = self.core.stream_spec
+    if self.opts.recache_mode == "none":
+      return cache  # the new prompt conditions the next frames; the cache keeps the old prompt's K/V
     if self.opts.recache_mode == "training":
       return training_recache(model, cache, prev, cross=cross, spec=spec, switch_frame=start)
     w = spec.window_frames

@@ -1,0 +1,369 @@
+"""Ablations of LongLive's claims on the toy world, judged from pixels (issue 10).
+
+  python experiments/toyworld/ablations.py [--run runs/toyworld] [--out experiments/results/toyworld_ablations.json]
+      [--plots docs/ablations] [--rows long,switch,attention,steps] [--quick]
+  python experiments/toyworld/ablations.py --table experiments/results/toyworld_ablations.json  # README tables
+
+Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise seeds never used in training, and
+``held_out``, the 54 combinations of ``grammar.split_combinations("held_out")``, always reported separately. Rows:
+
+1. ``long/*``: long videos (10x the 21-frame training length = 210 latent frames, ~52 s) from the ODE init (the
+   cheap stand-in for a teacher-forcing baseline: block-causal regression on the teacher's trajectories, never
+   conditioned on its own rollouts), Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and the shipped
+   model if present: accuracy per time bin (one training length each) and quality (1 - artefact fraction) of
+   the first / last 10 s. TODO: a teacher-forcing baseline proper (the causal generator trained on CLEAN context
+   frames, Self-Forcing's "TF" row) has no training stage here; the ODE init's context blocks are noised
+   (diffusion-forcing style), so it is only the nearest existing one.
+2. ``switch/*``: one prompt switch at latent frame 21 (videos of 42): KV-recache with the global sink, recache
+   without it (``global_sink`` only changes the recache, so keep and clear run once), keep cache, clear cache,
+   and Stage 2 trained without the training-time recache (``configs/toyworld/streaming_long_norecache.yaml``;
+   "not trained" until its export exists). Adherence: accuracy against the new prompt within 1, 2 and 4 blocks
+   after the switch (one-block judge windows from the switch frame); smoothness: ``score()``'s switch entry
+   (continuity, median jump px, median spike relative to the world's own change). ``switch/ground_truth`` is the
+   world's render of the same scripts, judged the same way: the reference for all of them.
+3. ``attention/*``: Stage 2 with window 12 + sink 3 (LongLive's default; the videos of ``long/streaming_long``),
+   window 12 without sink, window 21 + sink 3, and full causal attention (window = the video's 210 frames,
+   3360 keys: it fits). Consistency over the long video (accuracy per bin; background and shape first -> last
+   bin) and cost per block: measured ms at batch 1 (median of warm blocks) and analytic matmul FLOPs
+   (``longlive_jax.stream.flops.block_flops``; unfilled slots are masked, not skipped, so counted).
+4. ``steps/*``: the 4-step Stage 2 student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
+   (CFG 3), 21 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
+
+Exports under ``--run``: ``teacher/``, ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
+``streaming_long_norecache/`` (optional) and ``vae_decoder/export``; the shipped model is ``--model`` or
+``longlive_jax.toyworld.model.default_checkpoint()`` (optional). Each finished row is cached as JSON in
+``--cache`` (a ``full`` / ``quick`` subfolder), so an interrupted run resumes; ``--rows`` takes row names or
+their prefixes. ``--quick`` (2 + 1 prompts, 24-frame long videos, a switch at 12 of 24 frames, 4 timed blocks, teacher
+at 4 and 8 steps)
+checks the pipeline end to end in minutes on a CPU. Plots (matplotlib: ``pip install -e '.[experiments]'``;
+imported only when plotting, so without it the plots are skipped with a note) go to ``--plots``: ``long_videos.png``,
+``attention.png`` (accuracy against time per variant) and ``switch_strip.png`` (frames around the switch,
+ground truth / recache / keep / clear).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ablation_rows as ar  # noqa: E402
+
+RUN = Path("runs/toyworld")
+_TRAIN = "`longlive-jax train configs/toyworld/{}.yaml` (a step of experiments/toyworld/train_all.sh)"
+MODELS = {  # name: (export under --run, producer)
+  "teacher": ("teacher/export", _TRAIN.format("teacher")),
+  "ode_init": ("ode_init/export", _TRAIN.format("ode_init")),
+  "self_forcing": ("self_forcing/export", _TRAIN.format("self_forcing")),
+  "streaming_long": ("streaming_long/export", _TRAIN.format("streaming_long")),
+  "streaming_long_norecache": (
+    "streaming_long_norecache/export",
+    "`longlive-jax train configs/toyworld/streaming_long_norecache.yaml` (not part of train_all.sh)",
+  ),
+  "vae": ("vae_decoder/export", _TRAIN.format("vae_decoder")),
+}
+OPTIONAL = ("streaming_long_norecache", "shipped")  # evaluated when present, else "not trained" / "not assembled"
+
+
+def row_specs(plan: ar.Plan) -> list[dict]:
+  """Every row: ``key``, ``label``, ``kind``, ``model`` and the stream settings (``StreamSettings`` fields)."""
+  rows = [
+    dict(key="long/ode_init", label="ODE init (no self-rollout)", kind="long", model="ode_init"),
+    dict(key="long/self_forcing", label="Stage 1: Self-Forcing DMD", kind="long", model="self_forcing"),
+    dict(key="long/streaming_long", label="Stage 2: streaming long tuning", kind="long", model="streaming_long"),
+    dict(key="long/shipped", label="shipped model", kind="long", model="shipped"),
+    dict(key="switch/ground_truth", label="the world (ground truth)", kind="switch_gt", model=None),
+  ]
+  for mode, gs, label in (
+    ("recache", True, "KV-recache, global sink (LongLive)"),
+    ("recache", False, "KV-recache, no global sink"),
+    ("keep", True, "keep cache"),
+    ("clear", True, "clear cache"),
+  ):
+    key = f"switch/{mode}" + ("" if gs else "_local_sink")
+    rows.append(dict(key=key, label=label, kind="switch", model="streaming_long", switch_mode=mode, global_sink=gs))
+  rows.append(
+    dict(
+      key="switch/norecache_trained",
+      label="Stage 2 trained without recache (inference: recache)",
+      kind="switch",
+      model="streaming_long_norecache",
+    )
+  )
+  for key, label, window, sink in (
+    ("w12_sink3", "window 12 + sink 3 (LongLive)", 12, 3),
+    ("w12_nosink", "window 12, no sink", 12, 0),
+    ("w21_sink3", "window 21 + sink 3", 21, 3),
+    ("full", f"full causal (window {plan.long_frames})", plan.long_frames, 3),
+  ):
+    rows.append(
+      dict(
+        key=f"attention/{key}",
+        label=label,
+        kind="attention",
+        model="streaming_long",
+        window_frames=window,
+        sink_frames=sink,
+      )
+    )
+  rows.append(dict(key="steps/student", label="Stage 2 student, 4 steps", kind="steps", model="streaming_long"))
+  for n in plan.teacher_steps:
+    rows.append(dict(key=f"steps/teacher_{n}", label=f"teacher, {n} steps", kind="teacher", model="teacher", steps=n))
+  return rows
+
+
+class Context:
+  """What every row needs: the plan, prompts, where the models are, and loaded models (once each)."""
+
+  def __init__(self, *, plan: ar.Plan, run: Path, model: str | None, cache: Path):
+    self.plan, self.run, self.cache = plan, run, cache
+    self.prompts = ar.prompt_sets(plan)
+    self.scripts = ar.switch_scripts(plan)
+    self.shipped = model
+    self._loaded = {}
+
+  def paths(self, name: str) -> tuple[str, str] | None:
+    """``(dit, vae)`` checkpoint paths of a model; None for a missing optional one, else :class:`ar.MissingExport`."""
+    if name == "shipped":
+      from longlive_jax.convert.errors import CheckpointError
+      from longlive_jax.toyworld.model import default_checkpoint
+
+      try:
+        p = self.shipped or str(default_checkpoint())
+        return ar.require(Path(p), "`longlive-jax toyworld assemble` (the last step of train_all.sh)"), p
+      except (CheckpointError, ar.MissingExport):
+        return None
+    sub, producer = MODELS[name]
+    try:
+      dit = ar.require(self.run / sub, producer)
+    except ar.MissingExport:
+      if name in OPTIONAL:
+        return None
+      raise
+    return dit, ar.require(self.run / MODELS["vae"][0], MODELS["vae"][1])
+
+  def models(self, name: str):
+    if name not in self._loaded:
+      from longlive_jax.toyworld import evaluate as ev
+
+      self._loaded[name] = ev.load_models(*self.paths(name))
+    return self._loaded[name]
+
+
+def settings_of(spec: dict):
+  from longlive_jax.toyworld.evaluate import StreamSettings
+
+  fields = {f.name for f in dataclasses.fields(StreamSettings)}
+  return StreamSettings(**{k: v for k, v in spec.items() if k in fields})
+
+
+def run_row(spec: dict, ctx: Context, done: dict) -> dict:
+  """One row's result: ``label``, ``splits`` (per prompt split: ``score()`` output, + ``adherence`` for switches)
+  and ``cost`` / ``speed`` where measured. ``done`` holds finished rows (row 3's default reuses row 1's videos)."""
+  plan, kind, t0 = ctx.plan, spec["kind"], time.perf_counter()
+  out = {"label": spec["label"]}
+  if kind == "switch_gt":
+    scripts, where = ar.flat(ctx.scripts)
+    videos = ar.ground_truth(scripts, switch_frame=plan.switch_frame, latent_frames=plan.switch_len)
+    sw = [plan.switch_frame]
+    out["splits"] = ar.split_scores(videos, scripts, where, switch_frames=sw, bin_s=plan.bin_s, plan=plan)
+    save_strip(ctx, spec["key"], videos[0])
+    return out
+  models = ctx.models(spec["model"])
+  settings = settings_of(spec)
+  out["settings"] = dataclasses.asdict(settings)
+  if kind == "teacher":
+    from longlive_jax.toyworld import evaluate as ev
+
+    prompts, where = ar.flat(ctx.prompts)
+    videos, _ = ev.teacher_videos(
+      *models, prompts, latent_frames=ar.TRAIN_LEN, seed=ar.NOISE_SEED, num_steps=spec["steps"], batch=plan.batch
+    )
+    out["splits"] = ar.split_scores(videos, [[p] for p in prompts], where, bin_s=plan.bin_s)
+    out["speed"] = ar.teacher_speed(models, num_steps=spec["steps"], prompt=prompts[0])
+  elif kind == "switch":
+    scripts, where = ar.flat(ctx.scripts)
+    sw = [plan.switch_frame]
+    videos, _ = ar.causal(
+      models, scripts, latent_frames=plan.switch_len, switch_frames=sw, settings=settings, batch=plan.batch
+    )
+    out["splits"] = ar.split_scores(videos, scripts, where, switch_frames=sw, bin_s=plan.bin_s, plan=plan)
+    save_strip(ctx, spec["key"], videos[0])
+  else:  # long, attention, steps: one prompt per video, no switch
+    prompts, where = ar.flat(ctx.prompts)
+    reuse = done.get("long/streaming_long") if spec["key"] == "attention/w12_sink3" else None
+    if reuse is not None and "splits" in reuse:
+      out["splits"] = reuse["splits"]
+    else:
+      length = ar.TRAIN_LEN if kind == "steps" else plan.long_frames
+      scripts = [[p] for p in prompts]
+      videos, _ = ar.causal(models, scripts, latent_frames=length, settings=settings, batch=plan.batch)
+      out["splits"] = ar.split_scores(videos, scripts, where, bin_s=plan.bin_s)
+    if kind in ("attention", "steps"):
+      cost = ar.block_cost(models, settings=settings, blocks=plan.timing_blocks, prompt=prompts[0])
+      out["cost" if kind == "attention" else "speed"] = cost
+  out["seconds"] = time.perf_counter() - t0
+  return out
+
+
+def save_strip(ctx: Context, key: str, video: np.ndarray) -> None:
+  """Keeps video frames ``[switch - 24, switch + 48)`` of the first seen script for the strip plot."""
+  from longlive_jax.toyworld.render import latent_to_video_frame
+
+  vf = latent_to_video_frame(ctx.plan.switch_frame)
+  lo = max(0, vf - 24)
+  np.savez_compressed(ctx.cache / (key.replace("/", "__") + ".npz"), frames=video[lo : vf + 48], first=lo, switch=vf)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plots
+
+
+def _pyplot():
+  try:
+    import matplotlib
+  except ImportError:
+    return None
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def plot_over_time(plt, rows: dict, prefix: str, path: Path, *, title: str) -> None:
+  """Accuracy (all attributes) per time bin of every ``prefix`` row: seen solid, held-out dashed."""
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, r in enumerate(r for k, r in rows.items() if k.startswith(prefix) and "splits" in r):
+    for split, style in (("seen", "-"), ("held_out", "--")):
+      s = r["splits"].get(split)
+      if s is None:
+        continue
+      t = [0.5 * (b["start_s"] + b["end_s"]) for b in s["over_time"]]
+      ax.plot(
+        t, [b["all"] for b in s["over_time"]], style, color=f"C{i}", marker="o", ms=3, label=f"{r['label']} ({split})"
+      )
+  ax.axvline(81 / 16, color="grey", lw=0.8, ls=":")
+  ax.text(81 / 16, 1.02, " training length", color="grey", fontsize=7)
+  ax.set(xlabel="time in the video (s)", ylabel="accuracy, all attributes", ylim=(-0.02, 1.08), title=title)
+  ax.legend(fontsize=6, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+STRIP_ROWS = ("switch/ground_truth", "switch/recache", "switch/keep", "switch/clear")
+
+
+def plot_switch_strip(plt, cache: Path, labels: dict, path: Path, *, every: int = 4) -> None:
+  """Frames around the switch (every ``every``-th video frame), one row per :data:`STRIP_ROWS` variant (the
+  ``.npz`` of :func:`save_strip`, all present); x ticks are video frames relative to the switch."""
+  strips = [(k, np.load(cache / (k.replace("/", "__") + ".npz"))) for k in STRIP_ROWS]
+  z0 = strips[0][1]
+  first, sw = int(z0["first"]), int(z0["switch"])
+  idx = list(range(0, len(z0["frames"]), every))
+  fig, axes = plt.subplots(len(strips), 1, figsize=(1.0 * len(idx), 1.25 * len(strips)), squeeze=False)
+  for ax, (k, z) in zip(axes[:, 0], strips, strict=True):
+    frames = z["frames"][idx]  # [n, H, W, 3]
+    ax.imshow(np.concatenate(list(frames), axis=1))  # [H, n * W, 3]
+    w = frames.shape[2]
+    ax.set_xticks([(j + 0.5) * w for j in range(len(idx))], [str(first + i - sw) for i in idx], fontsize=6)
+    ax.set_yticks([])
+    ax.set_ylabel(labels.get(k, k).split(",")[0], fontsize=7, rotation=0, ha="right", va="center")
+    ax.axvline((sw - first) / every * w, color="white", lw=1.5)
+  axes[-1, 0].set_xlabel("video frames from the switch", fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def make_plots(res: dict, *, cache: Path, out: Path) -> list[str]:
+  plt = _pyplot()
+  if plt is None:
+    print("matplotlib is not installed (not a project dependency): plots skipped; `pip install matplotlib`")
+    return []
+  out.mkdir(parents=True, exist_ok=True)
+  rows, made = res["rows"], []
+  for prefix, name, title in (
+    ("long/", "long_videos.png", "Long videos: accuracy against time"),
+    ("attention/", "attention.png", "Attention window / sink: accuracy against time (Stage 2)"),
+  ):
+    if any(k.startswith(prefix) and "splits" in r for k, r in rows.items()):
+      plot_over_time(plt, rows, prefix, out / name, title=title)
+      made.append(str(out / name))
+  if all((cache / (k.replace("/", "__") + ".npz")).is_file() for k in STRIP_ROWS):
+    plot_switch_strip(plt, cache, {k: r["label"] for k, r in rows.items()}, out / "switch_strip.png")
+    made.append(str(out / "switch_strip.png"))
+  return made
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--run", default=str(RUN), help="train_all.sh's run folder (stage exports)")
+  ap.add_argument("--model", help="the shipped whole-model checkpoint (default: the package's, if installed)")
+  ap.add_argument("--cache", default=str(RUN / "ablations"), help="per-row results (full/ or quick/ inside)")
+  ap.add_argument("--rows", help="comma-separated row names or prefixes (long, switch, attention, steps)")
+  ap.add_argument("--out", default="experiments/results/toyworld_ablations.json")
+  ap.add_argument("--plots", default="docs/ablations")
+  ap.add_argument("--quick", action="store_true", help="few prompts, short videos: an end-to-end check")
+  ap.add_argument("--table", metavar="JSON", help="print the markdown tables of a result JSON and exit")
+  a = ap.parse_args()
+  if a.table:
+    print(ar.markdown(json.loads(Path(a.table).read_text())))
+    return 0
+  plan = ar.QUICK if a.quick else ar.FULL
+  cache = Path(a.cache) / ("quick" if a.quick else "full")
+  cache.mkdir(parents=True, exist_ok=True)
+  ctx = Context(plan=plan, run=Path(a.run), model=a.model, cache=cache)
+  wanted = [w.strip().rstrip("/") for w in a.rows.split(",")] if a.rows else None
+  specs = [
+    s for s in row_specs(plan) if wanted is None or any(s["key"] == w or s["key"].startswith(w + "/") for w in wanted)
+  ]
+  try:  # fail before any work if a required export is missing
+    for name in {s["model"] for s in specs if s["model"]}:
+      ctx.paths(name)
+  except ar.MissingExport as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  results = {}
+  for spec in specs:
+    key = spec["key"]
+    path = cache / (key.replace("/", "__") + ".json")
+    if path.exists():
+      results[key] = {**json.loads(path.read_text()), "label": spec["label"]}  # labels may be reworded
+      continue
+    if spec["model"] and ctx.paths(spec["model"]) is None:
+      if spec["model"] == "shipped":
+        from longlive_jax.toyworld.model import DEFAULT_MODEL
+
+        status, where = "not assembled", a.model or str(DEFAULT_MODEL)
+      else:
+        status, where = "not trained", str(ctx.run / MODELS[spec["model"]][0])
+      results[key] = {"label": spec["label"], "status": status, "path": where}
+      print(f"== {key}: {status} ({where})", flush=True)
+      continue
+    print(f"== {key}: {spec['label']}", flush=True)
+    res = run_row(spec, ctx, results)
+    path.write_text(json.dumps(res))
+    results[key] = res
+    acc = {s: round(v["accuracy"]["all"], 3) for s, v in res["splits"].items()}
+    print(f"   accuracy (all) {acc} ({res.get('seconds', 0):.0f} s)", flush=True)
+  res = {"plan": dataclasses.asdict(plan), "quick": a.quick, "run": a.run, "rows": results}
+  Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(a.out).write_text(json.dumps(res, indent=2))
+  for p in make_plots(res, cache=cache, out=Path(a.plots)):
+    print(f"wrote {p}")
+  print(ar.markdown(res))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
