@@ -3,7 +3,8 @@
 The teacher's deterministic sampling trajectories are regressed onto: for each block of
 ``num_frame_per_block`` frames one trajectory point is drawn (diffusion-forcing style: different noise
 levels per block, one per block), the causal generator predicts x0 from those noisy frames in ONE forward
-over the whole clip with the block-causal mask (teacher forcing without a KV cache:
+over the whole clip with the block-causal mask (no rollout and no KV cache: every block's context is the
+trajectory's own, noisy, earlier blocks, never the generator's output;
 :meth:`longlive_jax.model.wan.WanDiT.forward_tokens` with a query-dependent ``key_mask``), and the loss is
 the MSE to the trajectory's clean end over frames with ``t != 0``
 (:func:`~longlive_jax.train.losses.ode_regression_loss`). The flow prediction is turned into x0 on the
