@@ -13,6 +13,7 @@ the subprocesses, so only the first run compiles.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -289,6 +290,15 @@ def test_config_overrides_and_errors(tmp_path):
     assert _cli([str(TINY), "steps=7", "--print-config"]) == 0
   out.write_text(buf.getvalue())
   assert json.loads(out.read_text())["steps"] == 7
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+  """Every config in configs/ (upstream recipes, tiny ones, the toy world's) parses, options included: a typo in
+  a key or a value a stage's Options reject fails here, not hours into train_all.sh."""
+  cfg = tconfig.load_config(path)
+  assert cfg.steps > 0 and cfg.stage in path.read_text()
+  assert dataclasses.is_dataclass(cfg.options), type(cfg.options)
 
 
 def test_missing_stage_module_is_a_clear_error():
