@@ -285,7 +285,7 @@ def plot_switch_strip(plt, cache: Path, labels: dict, path: Path, *, every: int 
 def make_plots(res: dict, *, cache: Path, out: Path) -> list[str]:
   plt = _pyplot()
   if plt is None:
-    print("matplotlib is not installed (not a project dependency): plots skipped; `pip install matplotlib`")
+    print("matplotlib is not installed: plots skipped; pip install -e '.[experiments]'")
     return []
   out.mkdir(parents=True, exist_ok=True)
   rows, made = res["rows"], []
