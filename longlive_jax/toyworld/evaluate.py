@@ -56,6 +56,21 @@ def load_models(dit_checkpoint: str | Path, vae_checkpoint: str | Path):
   return dit, pipeline.load_vae(vae_checkpoint, dtype="float32"), TextEncoder()
 
 
+_STREAMERS: dict = {}  # (id(dit), spec, global_sink, switch_mode) -> (dit, Streamer): compiled steps reused
+
+
+def _streamer(dit, spec, *, global_sink: bool, switch_mode: str):
+  """One :class:`~longlive_jax.stream.driver.Streamer` per model and stream settings in this process: its jitted
+  block steps are per instance, so a new one per call would compile again (a minute per call on a CPU)."""
+  from longlive_jax.stream.driver import Streamer
+
+  key = (id(dit), spec, global_sink, switch_mode)
+  hit = _STREAMERS.get(key)
+  if hit is None or hit[0] is not dit:  # the model object is kept alive with it, so its id stays unique
+    hit = _STREAMERS[key] = (dit, Streamer(dit, spec, global_sink=global_sink, switch_mode=switch_mode))
+  return hit[1]
+
+
 def causal_videos(
   dit,
   vae,
@@ -74,7 +89,7 @@ def causal_videos(
   from tqdm.auto import tqdm
 
   from longlive_jax.stream.cache import StreamSpec
-  from longlive_jax.stream.driver import Streamer, Switch
+  from longlive_jax.stream.driver import Switch
   from longlive_jax.stream.noise import BlockShape, KeyNoise
   from longlive_jax.vae.stream import decode_step, init_decode_cache
 
@@ -89,7 +104,7 @@ def causal_videos(
     window_frames=settings.window_frames,
     tokens_per_frame=(latent_size // ph) * (latent_size // pw),
   )
-  st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+  st = _streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
   contexts = [jnp.asarray(encode_text([s[i] for s in scripts])) for i in range(k)]  # each [N, L, D]
   shape = BlockShape(batch=n, frames=spec.block_frames, height=latent_size, width=latent_size, channels=dit.cfg.in_dim)
   draws = KeyNoise(jax.random.key(seed), shape=shape, num_steps=4)
