@@ -196,11 +196,10 @@ def test_splash_lowers_for_tpu_at_full_size(mask_kind):
   assert f"{sq}x{sk}" not in hlo and "4736x18816" not in hlo  # neither scores nor a bias, padded or not
 
 
-def test_splash_streaming_model_step_lowers_for_tpu(monkeypatch):
-  """A tiny bf16 WanDiT block against a KV cache with attention_impl="splash" lowers for TPU: self- and
-  cross-attention through the Mosaic kernel."""
-  monkeypatch.setattr(dispatch, "splash_interpret", lambda: False)  # the TPU kernel, not the interpreter
-  cfg = tiny_config(dtype="bfloat16", attention_impl="splash")
+def _lowered_streaming_step(impl: str, *, platform: str) -> str:
+  """HLO text of a tiny bf16 WanDiT block (48 query tokens) against a 4-slot KV cache with one empty slot
+  (48 cached + 48 own keys), attention_impl ``impl``, lowered for ``platform``."""
+  cfg = tiny_config(dtype="bfloat16", attention_impl=impl)
   model = init_model(cfg)
   x, t, ctx = _model_inputs(cfg, b=1, f=3)
   cache_len = 4 * 12
@@ -213,7 +212,14 @@ def test_splash_streaming_model_step_lowers_for_tpu(monkeypatch):
     pos = jnp.arange(4, 7, dtype=jnp.int32)
     return model.forward_tokens(x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(ek, ev, valid))[0]
 
-  hlo = jax.jit(step).trace(model, x, t, ctx, ek, ev, valid).lower(lowering_platforms=("tpu",)).as_text()
+  return jax.jit(step).trace(model, x, t, ctx, ek, ev, valid).lower(lowering_platforms=(platform,)).as_text()
+
+
+def test_splash_streaming_model_step_lowers_for_tpu(monkeypatch):
+  """A tiny bf16 WanDiT block against a KV cache with attention_impl="splash" lowers for TPU: self- and
+  cross-attention through the Mosaic kernel."""
+  monkeypatch.setattr(dispatch, "splash_interpret", lambda: False)  # the TPU kernel, not the interpreter
+  hlo = _lowered_streaming_step("splash", platform="tpu")
   assert "tpu_custom_call" in hlo
   assert "48x96xf32" not in hlo and "48x16xf32" not in hlo  # no self- (48 x 96) or cross- (48 x 16) scores
 
@@ -252,20 +258,7 @@ def test_cudnn_traces_and_lowers_for_cuda_at_full_size(fake_cudnn, mask_kind):
 
 def test_cudnn_streaming_model_step_lowers_for_cuda(fake_cudnn):
   """A tiny bf16 WanDiT block against a KV cache with attention_impl="cudnn" lowers for CUDA."""
-  cfg = tiny_config(dtype="bfloat16", attention_impl="cudnn")
-  model = init_model(cfg)
-  x, t, ctx = _model_inputs(cfg, b=1, f=3)
-  cache_len = 4 * 12
-  shape = (cfg.num_layers, 1, cache_len, cfg.num_heads, cfg.head_dim)
-  ek, ev = jnp.ones(shape, jnp.bfloat16), jnp.ones(shape, jnp.bfloat16)
-  valid = jnp.asarray(np.repeat([True, True, False, True], 12)[None])
-
-  def step(model, x, t, ctx, ek, ev, valid):
-    ck, cv = model.cross_kv(ctx)
-    pos = jnp.arange(4, 7, dtype=jnp.int32)
-    return model.forward_tokens(x, t, cross_k=ck, cross_v=cv, frame_pos=pos, extra_kv=(ek, ev, valid))[0]
-
-  hlo = jax.jit(step).trace(model, x, t, ctx, ek, ev, valid).lower(lowering_platforms=("cuda",)).as_text()
+  hlo = _lowered_streaming_step("cudnn", platform="cuda")
   assert hlo.count("__cudnn$fmha") >= 2  # self- and cross-attention
 
 

@@ -205,22 +205,15 @@ def block_cost(models, *, settings, blocks: int, prompt: str) -> dict:
   import jax
   import jax.numpy as jnp
 
-  from longlive_jax.stream.cache import StreamSpec
-  from longlive_jax.stream.driver import Streamer
   from longlive_jax.stream.flops import block_flops
   from longlive_jax.stream.noise import BlockShape, KeyNoise
+  from longlive_jax.toyworld.evaluate import streamer
   from longlive_jax.toyworld.render import LATENT_SIZE
   from longlive_jax.vae.stream import decode_step, init_decode_cache
 
   dit, vae, enc = models
-  _, ph, pw = dit.cfg.patch_size
-  spec = StreamSpec(
-    block_frames=settings.block_frames,
-    sink_frames=settings.sink_frames,
-    window_frames=settings.window_frames,
-    tokens_per_frame=(LATENT_SIZE // ph) * (LATENT_SIZE // pw),
-  )
-  st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+  st = streamer(dit, settings)
+  spec = st.spec
   shape = BlockShape(batch=1, frames=spec.block_frames, height=LATENT_SIZE, width=LATENT_SIZE, channels=dit.cfg.in_dim)
   sess = st.session(KeyNoise(jax.random.key(0), shape=shape, num_steps=4), jnp.asarray(enc([prompt])), batch=1)
   cache = init_decode_cache(vae, batch=1, height=LATENT_SIZE, width=LATENT_SIZE)

@@ -59,15 +59,25 @@ def load_models(dit_checkpoint: str | Path, vae_checkpoint: str | Path):
 _STREAMERS: dict = {}  # (id(dit), spec, global_sink, switch_mode) -> (dit, Streamer): compiled steps reused
 
 
-def _streamer(dit, spec, *, global_sink: bool, switch_mode: str):
-  """One :class:`~longlive_jax.stream.driver.Streamer` per model and stream settings in this process: its jitted
-  block steps are per instance, so a new one per call would compile again (a minute per call on a CPU)."""
+def streamer(dit, settings: StreamSettings, *, latent_size: int = LATENT_SIZE):
+  """The :class:`~longlive_jax.stream.driver.Streamer` of ``dit`` with ``settings`` on square latents of
+  ``latent_size``: one per model and settings in this process, since its jitted block steps are per instance
+  and a new one per call would compile again (a minute per call on a CPU)."""
+  from longlive_jax.stream.cache import StreamSpec
   from longlive_jax.stream.driver import Streamer
 
-  key = (id(dit), spec, global_sink, switch_mode)
+  _, ph, pw = dit.cfg.patch_size
+  spec = StreamSpec(
+    block_frames=settings.block_frames,
+    sink_frames=settings.sink_frames,
+    window_frames=settings.window_frames,
+    tokens_per_frame=(latent_size // ph) * (latent_size // pw),
+  )
+  key = (id(dit), spec, settings.global_sink, settings.switch_mode)
   hit = _STREAMERS.get(key)
   if hit is None or hit[0] is not dit:  # the model object is kept alive with it, so its id stays unique
-    hit = _STREAMERS[key] = (dit, Streamer(dit, spec, global_sink=global_sink, switch_mode=switch_mode))
+    st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+    hit = _STREAMERS[key] = (dit, st)
   return hit[1]
 
 
@@ -88,7 +98,6 @@ def causal_videos(
   given latent frames), and timing ``{"blocks", "seconds"}``."""
   from tqdm.auto import tqdm
 
-  from longlive_jax.stream.cache import StreamSpec
   from longlive_jax.stream.driver import Switch
   from longlive_jax.stream.noise import BlockShape, KeyNoise
   from longlive_jax.vae.stream import decode_step, init_decode_cache
@@ -97,14 +106,8 @@ def causal_videos(
   k = len(switch_frames) + 1
   if any(len(s) != k for s in scripts):
     raise ValueError(f"every script needs {k} prompts for {len(switch_frames)} switches")
-  _, ph, pw = dit.cfg.patch_size
-  spec = StreamSpec(
-    block_frames=settings.block_frames,
-    sink_frames=settings.sink_frames,
-    window_frames=settings.window_frames,
-    tokens_per_frame=(latent_size // ph) * (latent_size // pw),
-  )
-  st = _streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+  st = streamer(dit, settings, latent_size=latent_size)
+  spec = st.spec
   contexts = [jnp.asarray(encode_text([s[i] for s in scripts])) for i in range(k)]  # each [N, L, D]
   shape = BlockShape(batch=n, frames=spec.block_frames, height=latent_size, width=latent_size, channels=dit.cfg.in_dim)
   draws = KeyNoise(jax.random.key(seed), shape=shape, num_steps=4)
