@@ -253,6 +253,28 @@ def test_first_frame_weight_reweights_latent_zero():
   assert abs(weighted - plain) > 1e-3 * plain  # frame 0's error differs from the mean, so the weight shows
 
 
+def test_attention_key_traces_the_run_with_that_kernel(work, cache_dir, monkeypatch):
+  """``attention: chunked`` routes every attention call of the run through the chunked kernel (the tiny
+  teacher's calls are small enough for "auto" to take the reference path); the export keeps "auto"."""
+  from longlive_jax.model.attention import dispatch
+
+  calls = []
+
+  def spy(*args, **kwargs):
+    calls.append(args[0].shape)
+    return chunked(*args, **kwargs)
+
+  chunked = dispatch.chunked_attention
+  monkeypatch.setattr(dispatch, "chunked_attention", spy)
+  assert _cli([str(TINY), *_overrides(work, "attn_auto", 1)]) == 0
+  assert calls == []
+  assert _cli([str(TINY), *_overrides(work, "attn_chunked", 1), "attention=chunked"]) == 0
+  assert len(calls) >= 2  # self- and cross-attention of the scanned block, forward and backward traces
+  meta = json.loads((work / "attn_chunked" / "export" / "longlive_jax.json").read_text())
+  assert meta["config"]["attention_impl"] == "auto"
+  assert dispatch._override is None  # restored after the run
+
+
 def test_config_overrides_and_errors(tmp_path):
   cfg = tconfig.load_config(TINY, ["optim.lr=1e-5", "mesh.fsdp=2", "data.fps=null", "options.timestep_shift=3"])
   assert cfg.optim.lr == 1e-5 and isinstance(cfg.optim.lr, float) and cfg.mesh.fsdp == 2 and cfg.data.fps is None
@@ -271,6 +293,7 @@ def test_config_overrides_and_errors(tmp_path):
     "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],
     "bogus=1": ["unknown key bogus", "stage, run_dir"],
     "steps": ["key=value"],
+    "attention=fast": ["attention must be one of", "auto, xla, chunked"],
   }
   for override, needles in cases.items():
     with pytest.raises(TrainError) as e:

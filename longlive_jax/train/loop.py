@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from longlive_jax import sharding
+from longlive_jax.model.attention import override as attention_override
 from longlive_jax.train import stages
 from longlive_jax.train.checkpointing import CheckpointMismatchError, TrainCheckpointer, abstract_state
 from longlive_jax.train.config import TrainConfig, TrainConfigError, check_output_dirs, resolve_model_config, to_dict
@@ -158,7 +159,15 @@ class _StopOnInterrupt:
 
 
 def train(cfg: TrainConfig, *, stage: Any = None, return_state: bool = False) -> TrainResult:
-  """Runs (or resumes) ``cfg.steps`` steps of ``cfg.stage``; see the module docstring."""
+  """Runs (or resumes) ``cfg.steps`` steps of ``cfg.stage``; see the module docstring.
+
+  Everything is traced under ``cfg.attention`` when set (:func:`longlive_jax.model.attention.override`).
+  """
+  with attention_override(cfg.attention):
+    return _train(cfg, stage=stage, return_state=return_state)
+
+
+def _train(cfg: TrainConfig, *, stage: Any, return_state: bool) -> TrainResult:
   check_output_dirs(cfg)
   if cfg.compile_cache_dir is not None:
     jax.config.update("jax_compilation_cache_dir", str(cfg.compile_cache_dir))
