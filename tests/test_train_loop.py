@@ -221,7 +221,8 @@ def test_lr_schedule_scales_the_update_and_keeps_the_optimizer_state():
 
 def test_first_frame_weight_reweights_latent_zero():
   """options.first_frame_weight: the loss is the per-frame flow-matching error weighted [f, 1, ..., 1] / mean
-  (times the training weight), recomputed here from the same draws; f = 1 is the plain upstream mean."""
+  (times the training weight, or alone with training_weight off), recomputed here from the same draws; f = 1
+  is the plain upstream mean."""
   from longlive_jax import schedule
   from longlive_jax.train.stages.teacher import Options, forward
 
@@ -232,8 +233,9 @@ def test_first_frame_weight_reweights_latent_zero():
   ]
   key = jax.random.key(7)
 
-  def loss(f):
-    stage = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), options=Options(first_frame_weight=f))
+  def loss(f, training_weight=True):
+    opts = Options(first_frame_weight=f, training_weight=training_weight)
+    stage = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), options=opts)
     state = stage.init(jax.random.PRNGKey(1), mesh=None)
     return stage, state.params, float(stage.loss(state.params, stage.make_batch(records), key)[0])
 
@@ -244,10 +246,12 @@ def test_first_frame_weight_reweights_latent_zero():
   t = schedule.sample_timestep(k_t, 2, shift=5.0)
   noise = jax.random.normal(k_n, x0.shape, jnp.float32)
   v = forward(stage.model(params), schedule.add_noise(x0, noise, t, shift=5.0), t, batch["text_embedding"])
-  per_frame = np.asarray(jnp.mean((v - (noise - x0)) ** 2, axis=(2, 3, 4)))  # [B, F]
-  per_frame = per_frame * np.asarray(schedule.training_weight(t, shift=5.0))[:, None]
+  unweighted = np.asarray(jnp.mean((v - (noise - x0)) ** 2, axis=(2, 3, 4)))  # [B, F]
+  per_frame = unweighted * np.asarray(schedule.training_weight(t, shift=5.0))[:, None]
   np.testing.assert_allclose(plain, per_frame.mean(), rtol=1e-5)
   w = np.array([6.0, 1.0, 1.0, 1.0]) / 2.25  # mean 1 over the 4 frames
+  # without the training weight (the frame weights alone, one per frame for the whole batch)
+  np.testing.assert_allclose(loss(6.0, training_weight=False)[2], (unweighted * w).mean(), rtol=1e-5)
   weighted = loss(6.0)[2]
   np.testing.assert_allclose(weighted, (per_frame * w).mean(), rtol=1e-5)
   assert abs(weighted - plain) > 1e-3 * plain  # frame 0's error differs from the mean, so the weight shows

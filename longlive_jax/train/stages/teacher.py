@@ -156,7 +156,7 @@ class TeacherStage:
     weights = schedule.training_weight(t, shift=o.timestep_shift) if o.training_weight else None
     if o.first_frame_weight != 1.0:
       fw = frame_weights(x0.shape[1], o.first_frame_weight)[None, :]  # [1, F]
-      weights = fw if weights is None else weights[:, None] * fw  # [B, F]
+      weights = jnp.broadcast_to(fw, x0.shape[:2]) if weights is None else weights[:, None] * fw  # [B, F]
     v = forward(self.model(params), x_t, t, ctx, remat=self.remat)
     loss = flow_matching_loss(flow_pred=v, x0=x0, noise=noise, weights=weights)
     return loss, {"timestep_mean": jnp.mean(t)}
