@@ -1,0 +1,53 @@
+"""Shared by the teacher diagnostics (``noise_levels.py``, ``samplers.py``, ``ode_cycle.py``): fresh captioned
+clips made as the teacher's data is made, and the teacher's classifier-free-guided velocity on them."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def add_arguments(ap: argparse.ArgumentParser, *, clips: int) -> None:
+  """``--dit``, ``--vae``, ``--vae-encoder``, ``--clips``, ``--seed``."""
+  ap.add_argument("--dit", required=True, help="the teacher's export folder")
+  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the decoding VAE")
+  ap.add_argument("--vae-encoder", default="runs/toyworld/vae/export", help="checkpoint that encoded the data")
+  ap.add_argument("--clips", type=int, default=clips, help=f"fresh captioned clips (default {clips})")
+  ap.add_argument("--seed", type=int, default=777, help="world seed of the fresh clips (training used 1)")
+
+
+def load(a: argparse.Namespace):
+  """``(dit, vae, encode_text, x0 [N, F, H, W, C], prompts)``: the models and ``a.clips`` fresh clips of world
+  seed ``a.seed``, encoded by ``a.vae_encoder`` with their captions (none dropped)."""
+  from longlive_jax.pipeline import load_vae
+  from longlive_jax.toyworld import data
+  from longlive_jax.toyworld import evaluate as ev
+
+  dit, vae, enc = ev.load_models(a.dit, a.vae)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = data.build_latents(
+      Path(tmp) / "clips.npz", vae=load_vae(a.vae_encoder), encode_text=enc, num=a.clips, latent_frames=21,
+      size=64, seed=a.seed, caption_dropout=0.0,
+    )  # fmt: skip
+    with np.load(path) as z:
+      x0, prompts = jnp.asarray(z["latents"]), [str(p) for p in z["prompt"]]
+  return dit, vae, enc, x0, prompts
+
+
+def guided_velocity(dit, enc, prompts: list[str]):
+  """Jitted ``velocity(x [N, ...], sigma, guidance)``: CFG over the prompts' and the empty caption's velocities."""
+  n = len(prompts)
+  cond = jnp.asarray(enc(prompts))
+  ctx = jnp.concatenate([cond, jnp.broadcast_to(jnp.asarray(enc([""])), cond.shape)])  # [2N, L, D]
+
+  @jax.jit
+  def velocity(x, s, g):
+    v = dit(jnp.concatenate([x, x]), jnp.full((2 * n,), 1000.0 * s), ctx)  # [2N, F, H, W, C]
+    return v[n:] + g * (v[:n] - v[n:])
+
+  return velocity
