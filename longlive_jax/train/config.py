@@ -30,9 +30,7 @@ from longlive_jax.config import ATTENTION_IMPLS, WanConfig, get_preset
 from longlive_jax.sharding import MeshConfig
 from longlive_jax.train.config_parse import (  # noqa: F401  (re-exported: the generic parsing lives there)
   TrainConfigError,
-  _check_override_path,
   _coerce,
-  _deepcopy,
   _fields,
   _RelativeKeyError,
   _type_name,
