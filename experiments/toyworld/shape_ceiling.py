@@ -6,7 +6,7 @@ Rendered clips (a third each of circles, squares and triangles, other attributes
 unseen seeds) are encoded and decoded by ``--vae`` (the streaming path that generation uses). For each true shape
 the script reports the percentiles (0, 25, 50, 75, 100) of the per-clip median relative moments the judge
 classifies by (``|E z^3|`` over the triangle's, ``|E z^4|`` over the square's; a window is a triangle / square at
->= 1/2, see ``longlive_jax.toyworld.judge``), on the truth and on the round trips, and the judge's accuracy on the
+or above the judge's thresholds, see ``longlive_jax.toyworld.judge``), on the truth and on the round trips, and the judge's accuracy on the
 round trips: a ceiling for every generator that decodes through this VAE.
 """
 
@@ -41,7 +41,10 @@ def main() -> int:
   videos = np.stack([render.render(render.Scene.from_prompts([x], seed=10000 + i), 81) for i, x in enumerate(attrs)])
   recon = ev.reconstruct(load_vae(a.vae), videos)  # [N, T, H, W, 3]
 
-  out = {"vae": a.vae, "clips": a.clips, "relative_moments": {}}
+  from longlive_jax.toyworld.judge.constants import SQUARE_THRESHOLD, TRIANGLE_THRESHOLD
+
+  thresholds = {"triangle": TRIANGLE_THRESHOLD, "square": SQUARE_THRESHOLD}
+  out = {"vae": a.vae, "clips": a.clips, "seed": a.seed, "thresholds": thresholds, "relative_moments": {}}
   for name, vids in (("truth", videos), ("round_trip", recon)):
     rows = {}
     for shape in SHAPES:

@@ -41,7 +41,8 @@ Per frame (vectorised over frames, in chunks of 64 frames):
 
 Per window (:func:`judge_window`): the background and object colours are the palette colours nearest to
 the median observed colours (the background's excluded for the object); the shape is the triangle or
-the square by the larger median relative moment if at least 1/2, else the circle; the motion comes from
+the square by the larger median relative moment over its threshold if one reaches it
+(:data:`TRIANGLE_THRESHOLD`, :data:`SQUARE_THRESHOLD`, calibrated on the world VAE's round trips), else the circle; the motion comes from
 4-frame displacements of the torus-unwrapped centre track: still below :data:`STILL_SPEED`, bounces if
 both components are large (:data:`BOUNCE_COMPONENT`, :data:`BOUNCE_RATIO`) or a component reverses,
 else the dominant axis and its sign. :func:`judge_video` splits a video into windows within prompt
@@ -60,8 +61,10 @@ from longlive_jax.toyworld.judge.constants import (
   OUTLIER_DISTANCE,
   SPIKE_FLOOR,
   SQUARE_MOMENT,
+  SQUARE_THRESHOLD,
   STILL_SPEED,
   TRIANGLE_MOMENT,
+  TRIANGLE_THRESHOLD,
 )
 from longlive_jax.toyworld.judge.helpers import _wrap as _wrap  # private, used by tests/test_judge.py
 from longlive_jax.toyworld.judge.records import Drift, Observation, Smoothness, SwitchScore, VideoScore, WindowRecord
@@ -80,8 +83,10 @@ __all__ = [
   "OUTLIER_DISTANCE",
   "SPIKE_FLOOR",
   "SQUARE_MOMENT",
+  "SQUARE_THRESHOLD",
   "STILL_SPEED",
   "TRIANGLE_MOMENT",
+  "TRIANGLE_THRESHOLD",
   "Drift",
   "Observation",
   "Smoothness",

@@ -11,8 +11,10 @@ from longlive_jax.toyworld.judge.constants import (
   BOUNCE_COMPONENT,
   BOUNCE_RATIO,
   SQUARE_MOMENT,
+  SQUARE_THRESHOLD,
   STILL_SPEED,
   TRIANGLE_MOMENT,
+  TRIANGLE_THRESHOLD,
 )
 from longlive_jax.toyworld.judge.features import _Features, _features
 from longlive_jax.toyworld.judge.helpers import _check_video, _median, _nearest, _speed, _wrap
@@ -20,10 +22,12 @@ from longlive_jax.toyworld.judge.records import Observation
 
 
 def _classify_shape(triangularity: float, squareness: float) -> str:
-  """Triangle / square by the larger relative moment if it is at least 1/2, else circle (also for NaN)."""
-  if not max(triangularity, squareness) >= 0.5:
+  """Triangle / square by the larger relative moment over its threshold if one reaches its threshold
+  (:data:`TRIANGLE_THRESHOLD`, :data:`SQUARE_THRESHOLD`), else circle (also for NaN)."""
+  tri, sq = triangularity / TRIANGLE_THRESHOLD, squareness / SQUARE_THRESHOLD
+  if not max(tri, sq) >= 1.0:
     return "circle"
-  return "triangle" if triangularity >= squareness else "square"
+  return "triangle" if tri >= sq else "square"
 
 
 def _classify_motion(track: np.ndarray, size: int) -> tuple[str, np.ndarray, float]:
