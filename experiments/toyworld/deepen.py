@@ -1,6 +1,6 @@
 """Depth up-scaling of a trained DiT: every block followed by a copy of itself whose residual outputs are zero.
 
-  python experiments/toyworld/deepen.py runs/toyworld/teacher/export runs/toyworld/teacher_deep/init [--overwrite]
+  python experiments/toyworld/deepen.py runs/toyworld/teacher/export runs/toyworld/teacher_deep_init [--overwrite]
 
 The toy teacher (4 blocks) plateaued where sampling decides the layout: one denoising step from true clips at
 sigma 0.9 finds the object in ~20-30% of clips (``one_step.py``) at steps 12000, 12941 and 16000, although a still
