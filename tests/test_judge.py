@@ -100,8 +100,9 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
 
 
 def _rounded_shape_video(shape: str, corner: float, frames: int = WINDOW) -> np.ndarray:
-  """A red square / triangle with corners rounded to radius ``corner`` (px, the world's size kept) moving right
-  on blue, anti-aliased from its signed distance: what a VAE that rounds corners decodes."""
+  """A red square / triangle with corners rounded to radius ``corner * render.RADIUS`` (px, the world's size
+  kept) moving right on blue, anti-aliased from its signed distance: what a VAE that rounds corners decodes."""
+  corner = corner * render.RADIUS
   g = np.arange(64) + 0.5
   x, y = np.meshgrid(g, g)
   bg, fg = (np.asarray(grammar.COLOURS[c], np.float32) for c in ("blue", "red"))
@@ -128,12 +129,12 @@ def _rounded_shape_video(shape: str, corner: float, frames: int = WINDOW) -> np.
 @pytest.mark.parametrize(
   ("shape", "corner", "expected"),
   [
-    ("square", 0.0, "square"),
-    ("square", 5.0, "square"),  # relative square moment ~0.34: what the world VAE's round trips keep at worst
-    ("square", 6.5, "circle"),  # a square rounded nearly to a circle is no longer a square
+    ("square", 0.0, "square"),  # corner radii in units of render.RADIUS
+    ("square", 5 / 7, "square"),  # relative square moment ~0.34: what the world VAE's round trips keep at worst
+    ("square", 6.5 / 7, "circle"),  # a square rounded nearly to a circle is no longer a square
     ("triangle", 0.0, "triangle"),
-    ("triangle", 4.0, "triangle"),  # relative triangle moment ~0.29, the round trips' worst is 0.30
-    ("triangle", 5.5, "circle"),
+    ("triangle", 4 / 7, "triangle"),  # relative triangle moment ~0.29, the round trips' worst is 0.30
+    ("triangle", 5.5 / 7, "circle"),
   ],
 )
 def test_rounded_corners(shape, corner, expected):
@@ -255,13 +256,14 @@ def test_frozen_video_stays_still(ground_truth):
 def test_heavy_noise_and_random_frames(ground_truth):
   cases = ground_truth[::30]
   noisy = [(a, judge.judge_window(_noisy(v, 80.0, seed=i))) for i, (a, _, v, _) in enumerate(cases)]
-  assert all(o.quality < 0.3 for _, o in noisy)
-  assert np.mean([o.present for _, o in noisy]) <= 0.1
+  assert all(o.quality < 0.3 for _, o in noisy)  # a big object may still be seen through the noise, but
+  scores = [judge.judge_video(_noisy(v, 80.0, seed=i), prompts=[a]) for i, (a, _, v, _) in enumerate(cases)]
+  assert all(s.accuracy["all"] == 0.0 for s in scores)  # the video is rejected
   rng = np.random.default_rng(1)
   random = [(a, judge.judge_window(rng.integers(0, 256, v.shape, dtype=np.uint8))) for a, _, v, _ in cases]
   assert all(o.quality < 0.1 and not o.present for _, o in random)
   score = judge.judge_video(_noisy(cases[0][2], 80.0, seed=99), prompts=[cases[0][0]])
-  assert score.accuracy["all"] == 0.0 and score.accuracy["present"] == 0.0
+  assert score.accuracy["all"] == 0.0 and score.drift.quality_first < 0.3
   # mild noise is reported as lower quality, not as a different scene
   mild = [(a, judge.judge_window(_noisy(v, 10.0, seed=i))) for i, (a, _, v, _) in enumerate(cases)]
   assert all(o.present and 0.9 < o.quality < 1.0 for _, o in mild)

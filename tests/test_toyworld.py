@@ -15,7 +15,7 @@ import pytest
 
 from longlive_jax.text.tokenizer import UnknownWordError
 from longlive_jax.toyworld import data, grammar
-from longlive_jax.toyworld.render import Scene, latent_to_video_frame, num_video_frames, render, simulate
+from longlive_jax.toyworld.render import SPEED, Scene, latent_to_video_frame, num_video_frames, render, simulate
 
 PROMPT = "a red circle moves right on a blue background"
 
@@ -32,7 +32,7 @@ def test_render_is_deterministic_and_seed_dependent():
 
 
 def test_motions_follow_the_grammar():
-  speed = 1.5
+  speed = SPEED
   for motion, (dx, dy) in {
     "moves left": (-1, 0),
     "moves right": (1, 0),
@@ -58,7 +58,7 @@ def test_switch_keeps_the_position_and_changes_the_attributes():
   pos = simulate(scene, 41)
   plain = simulate(Scene.from_prompts([PROMPT], seed=1), 41)
   np.testing.assert_allclose(pos[:at], plain[:at])  # the same world until the switch
-  np.testing.assert_allclose(pos[at] - pos[at - 1], [0.0, -1.5])  # then the new direction from where it was
+  np.testing.assert_allclose(pos[at] - pos[at - 1], [0.0, -SPEED])  # then the new direction from where it was
   video = render(scene, 41)
   x, y = np.round(pos[at + 2]).astype(int)
   np.testing.assert_array_equal(video[at + 2, y, x], grammar.COLOURS["green"])

@@ -24,19 +24,43 @@ def add_arguments(ap: argparse.ArgumentParser, *, clips: int) -> None:
 def load(a: argparse.Namespace):
   """``(dit, vae, encode_text, x0 [N, F, H, W, C], prompts)``: the models and ``a.clips`` fresh clips of world
   seed ``a.seed``, encoded by ``a.vae_encoder`` with their captions (none dropped)."""
-  from longlive_jax.pipeline import load_vae
-  from longlive_jax.toyworld import data
   from longlive_jax.toyworld import evaluate as ev
 
   dit, vae, enc = ev.load_models(a.dit, a.vae)
+  x0, prompts = encode_clips(vae_encoder=a.vae_encoder, encode_text=enc, num=a.clips, seed=a.seed)
+  return dit, vae, enc, x0, prompts
+
+
+def encode_clips(*, vae_encoder: str, encode_text, num: int, seed: int) -> tuple[jax.Array, list[str]]:
+  """``(x0 [num, 21, H, W, C], prompts)``: ``num`` clips of world seed ``seed`` made as the teacher's data is
+  made (``toyworld.data.build_latents``, 21 latents at 64 px), encoded by ``vae_encoder``, no caption dropped."""
+  from longlive_jax.pipeline import load_vae
+  from longlive_jax.toyworld import data
+
   with tempfile.TemporaryDirectory() as tmp:
     path = data.build_latents(
-      Path(tmp) / "clips.npz", vae=load_vae(a.vae_encoder), encode_text=enc, num=a.clips, latent_frames=21,
-      size=64, seed=a.seed, caption_dropout=0.0,
+      Path(tmp) / "clips.npz", vae=load_vae(vae_encoder), encode_text=encode_text, num=num, latent_frames=21,
+      size=64, seed=seed, caption_dropout=0.0,
     )  # fmt: skip
     with np.load(path) as z:
-      x0, prompts = jnp.asarray(z["latents"]), [str(p) for p in z["prompt"]]
-  return dit, vae, enc, x0, prompts
+      return jnp.asarray(z["latents"]), [str(p) for p in z["prompt"]]
+
+
+def velocities_at(dit, x0: jax.Array, eps: jax.Array, ctx: jax.Array, sigma: float, *, batch: int = 8):
+  """``(x_t, v)``, both ``[N, F, H, W, C]``: the clips noised to ``sigma`` (``x_t = (1 - s) x0 + s eps``) and the
+  teacher's unguided velocity on them with captions ``ctx [N, L, D]``, in batches of ``batch``."""
+  xt = (1.0 - sigma) * x0 + sigma * eps
+  t = jnp.full((min(batch, len(xt)),), 1000.0 * sigma)
+  v = [dit(xt[b : b + batch], t[: len(xt[b : b + batch])], ctx[b : b + batch]) for b in range(0, len(xt), batch)]
+  return xt, jnp.concatenate(v)
+
+
+def judged(vae, latents: jax.Array, prompts: list[str]) -> dict[str, float]:
+  """The judge's per-attribute accuracy of ``latents [N, F, H, W, C]`` decoded by ``vae``, one prompt each."""
+  from longlive_jax.toyworld import evaluate as ev
+  from longlive_jax.vae.stream import decode
+
+  return ev.score(ev._to_uint8(decode(vae, latents)), [[p] for p in prompts])["accuracy"]
 
 
 def guided_velocity(dit, enc, prompts: list[str]):

@@ -34,9 +34,7 @@ def main() -> int:
   ap.add_argument("--out", help="also write the accuracies as JSON here")
   a = ap.parse_args()
 
-  from longlive_jax.toyworld import evaluate as ev
   from longlive_jax.train.ode_pairs import euler_sigmas
-  from longlive_jax.vae.stream import decode
 
   dit, vae, enc, x0, prompts = fresh_clips.load(a)
   velocity = fresh_clips.guided_velocity(dit, enc, prompts)
@@ -54,7 +52,7 @@ def main() -> int:
     x = (1.0 - s) * x0 + s * noise
     for i in range(i0, 48):
       x = step(x, jnp.float32(sig[i]), jnp.float32(sig[i + 1]))
-    acc = ev.score(ev._to_uint8(decode(vae, x)), [[p] for p in prompts])["accuracy"]
+    acc = fresh_clips.judged(vae, x, prompts)
     rows.append({"start_sigma": s, "steps": 48 - i0, "accuracy": acc})
     print(f"from sigma {s:.2f} ({48 - i0} steps): " + " ".join(f"{k}={v:.2f}" for k, v in acc.items()), flush=True)
   if a.out:

@@ -31,20 +31,13 @@ def main() -> int:
   ap.add_argument("--out", help="also write the accuracies as JSON here")
   a = ap.parse_args()
 
-  from longlive_jax.toyworld import evaluate as ev
-  from longlive_jax.vae.stream import decode
-
   dit, vae, enc, x0, prompts = fresh_clips.load(a)
   ctx = jnp.asarray(enc(prompts))  # [N, L, D]
   eps = jax.random.normal(jax.random.key(0), x0.shape)
   rows = {}
   for s in SIGMAS:
-    est = []
-    for b in range(0, len(prompts), 8):
-      xt = (1.0 - s) * x0[b : b + 8] + s * eps[b : b + 8]
-      est.append(xt - s * dit(xt, jnp.full((xt.shape[0],), 1000.0 * s), ctx[b : b + 8]))  # [b, F, H, W, C]
-    videos = ev._to_uint8(decode(vae, jnp.concatenate(est)))  # [N, T, H, W, 3]
-    acc = ev.score(videos, [[p] for p in prompts])["accuracy"]
+    xt, v = fresh_clips.velocities_at(dit, x0, eps, ctx, s)
+    acc = fresh_clips.judged(vae, xt - s * v, prompts)  # the clean estimates [N, F, H, W, C], decoded and judged
     rows[str(s)] = {k: round(float(v), 3) for k, v in acc.items()}
     print(f"sigma {s}: " + " ".join(f"{k}={v:.2f}" for k, v in acc.items()), flush=True)
   if a.out:

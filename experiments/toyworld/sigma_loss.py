@@ -15,10 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fresh_clips  # noqa: E402
 
 SIGMAS = (0.5, 0.8, 0.9, 0.95, 0.99)
 
@@ -40,7 +44,7 @@ def main() -> int:
   sets = {"train": (z, prompts)}
   if a.fresh:
     _, _, enc = ev.load_models(a.dits[0], a.vae)
-    sets["fresh"] = fresh_clips(a, enc)
+    sets["fresh"] = fresh_clips.encode_clips(vae_encoder=a.vae_encoder, encode_text=enc, num=a.fresh, seed=777)
   out = {}
   for path in a.dits:
     dit, _, enc = ev.load_models(path, a.vae)
@@ -57,30 +61,9 @@ def sigma_row(dit, x0, ctx) -> dict[str, float]:
   eps = jax.random.normal(jax.random.key(0), x0.shape)
   row = {}
   for s in SIGMAS:
-    losses = []
-    for b in range(0, len(x0), 16):
-      xt = (1 - s) * x0[b : b + 16] + s * eps[b : b + 16]
-      v = dit(xt, jnp.full((xt.shape[0],), 1000.0 * s), ctx[b : b + 16])
-      losses.append(float(jnp.mean((v - (eps[b : b + 16] - x0[b : b + 16])) ** 2)) * len(xt))
-    row[str(s)] = round(float(np.sum(losses) / len(x0)), 4)
+    _, v = fresh_clips.velocities_at(dit, x0, eps, ctx, s, batch=16)
+    row[str(s)] = round(float(jnp.mean((v - (eps - x0)) ** 2)), 4)
   return row
-
-
-def fresh_clips(a: argparse.Namespace, enc) -> tuple[jax.Array, list[str]]:
-  """``a.fresh`` clips of world seed 777 made as the teacher's data is made (no caption dropped)."""
-  import tempfile
-  from pathlib import Path
-
-  from longlive_jax.pipeline import load_vae
-  from longlive_jax.toyworld import data
-
-  with tempfile.TemporaryDirectory() as tmp:
-    path = data.build_latents(
-      Path(tmp) / "clips.npz", vae=load_vae(a.vae_encoder), encode_text=enc, num=a.fresh, latent_frames=21,
-      size=64, seed=777, caption_dropout=0.0,
-    )  # fmt: skip
-    with np.load(path) as d:
-      return jnp.asarray(d["latents"]), [str(p) for p in d["prompt"]]
 
 
 if __name__ == "__main__":

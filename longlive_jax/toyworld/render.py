@@ -33,8 +33,8 @@ FPS = 16
 DEFAULT_SIZE = 64
 VAE_STRIDE = 4  # the world's VAE (configs/toyworld/vae.yaml): 3 levels, 4x in space
 LATENT_SIZE = DEFAULT_SIZE // VAE_STRIDE  # 16: latents of a clip at the default size
-SPEED = 1.5  # px per frame at 64 px
-RADIUS = 7.0  # object radius (circle) / half side (square) at 64 px
+SPEED = 0.75  # px per frame at 64 px
+RADIUS = 10.0  # object radius (circle) / half side (square) at 64 px
 TRIANGLE_CIRCUMRADIUS = 1.5  # in units of RADIUS (area within 10% of the circle's)
 
 

@@ -45,7 +45,8 @@ the square by the larger median relative moment over its threshold if one reache
 (:data:`TRIANGLE_THRESHOLD`, :data:`SQUARE_THRESHOLD`, calibrated on the world VAE's round trips), else the circle; the motion comes from
 4-frame displacements of the torus-unwrapped centre track: still below :data:`STILL_SPEED`, bounces if
 both components are large (:data:`BOUNCE_COMPONENT`, :data:`BOUNCE_RATIO`) or a component reverses,
-else the dominant axis and its sign. :func:`judge_video` splits a video into windows within prompt
+else the dominant axis and its sign. A window is right on "all" when every attribute is and its quality is at
+least :data:`MIN_QUALITY` (content seen through heavy noise is not a right video). :func:`judge_video` splits a video into windows within prompt
 segments and scores them; :func:`switch_smoothness` measures a prompt switch (position continuity and
 frame-difference spike, against what the world itself does).
 """
@@ -58,6 +59,7 @@ from longlive_jax.toyworld.judge.constants import (
   FG_THRESHOLD,
   FPS,
   JUMP_TOLERANCE,
+  MIN_QUALITY,
   OUTLIER_DISTANCE,
   SPIKE_FLOOR,
   SQUARE_MOMENT,
@@ -80,6 +82,7 @@ __all__ = [
   "FG_THRESHOLD",
   "FPS",
   "JUMP_TOLERANCE",
+  "MIN_QUALITY",
   "OUTLIER_DISTANCE",
   "SPIKE_FLOOR",
   "SQUARE_MOMENT",

@@ -12,6 +12,7 @@ ATTRIBUTES = ("background", "colour", "shape", "motion")  # judged attributes; a
 
 FG_THRESHOLD = 50.0  # RGB distance from the background colour above which a pixel is foreground
 ARTEFACT_THRESHOLD = 32.0  # RGB distance from the background -> object colour line that makes an artefact
+MIN_QUALITY = 0.5  # a window is right ("all") only if at most half its sampled pixels are artefacts
 OUTLIER_DISTANCE = 40.0  # core pixels farther than this from their mean are dropped from the object colour
 # The world's shapes' normalised complex moments (module docstring): |E z^3| / area^1.5 of the equilateral
 # triangle and |E z^4| / area^2 of the square (exact for the continuous shapes; the other shapes have ~0 of
@@ -24,7 +25,7 @@ TRIANGLE_MOMENT = 0.0675
 SQUARE_MOMENT = 1.0 / 60.0
 TRIANGLE_THRESHOLD = 0.2  # relative triangle moment at and above which a window can be a triangle
 SQUARE_THRESHOLD = 0.32  # relative square moment at and above which a window can be a square
-STILL_SPEED = 0.2  # below this fraction of the world speed an object stays still (0.3 px/frame at 64 px)
+STILL_SPEED = 0.2  # below this fraction of the world speed an object stays still (0.15 px/frame at 64 px)
 BOUNCE_COMPONENT = 0.3  # both velocity components above this fraction of the world speed: diagonal (bounces)
 BOUNCE_RATIO = 0.4  # ... and the smaller at least this fraction of the larger
 JUMP_TOLERANCE = 2.0  # a switch jump beyond the expected step by more than this many world steps is a teleport

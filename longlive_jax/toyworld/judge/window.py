@@ -10,6 +10,7 @@ from longlive_jax.toyworld.judge.constants import (
   ATTRIBUTES,
   BOUNCE_COMPONENT,
   BOUNCE_RATIO,
+  MIN_QUALITY,
   SQUARE_MOMENT,
   SQUARE_THRESHOLD,
   STILL_SPEED,
@@ -110,5 +111,5 @@ def _score(expected: Attributes, obs: Observation) -> dict[str, bool]:
   correct = {
     name: got[name] == getattr(expected, name) and (obs.present or name == "background") for name in ATTRIBUTES
   }
-  correct["all"] = all(correct.values())
+  correct["all"] = all(correct.values()) and obs.quality >= MIN_QUALITY  # right, and not buried in noise
   return correct
