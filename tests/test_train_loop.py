@@ -257,6 +257,50 @@ def test_first_frame_weight_reweights_latent_zero():
   assert abs(weighted - plain) > 1e-3 * plain  # frame 0's error differs from the mean, so the weight shows
 
 
+def test_frame_timestep_fraction_draws_per_frame():
+  """options.frame_timestep_fraction: 0 keeps one timestep per clip (upstream); 1 draws every latent frame's
+  timestep from the same shifted grid (they differ across frames); the loss is the flow-matching error at
+  exactly those per-frame noise levels, recomputed here; a fraction in between mixes per sample."""
+  from longlive_jax import schedule
+  from longlive_jax.train.stages.teacher import Options, forward
+
+  cfg = tiny_config()
+  rng = np.random.default_rng(4)
+  records = [
+    {"latents": rng.standard_normal((6, 4, 4, 16)), "text_embedding": rng.standard_normal((16, 32))} for _ in range(2)
+  ]
+  key = jax.random.key(9)
+  k_t, k_n = jax.random.split(key)
+  clip_t = schedule.sample_timestep(k_t, 2, shift=5.0)  # [B]
+  grid = np.asarray(schedule.shift_timestep(jnp.arange(1000), shift=5.0, min_step=0.0, max_step=1000.0))
+
+  stage = TeacherStage(
+    model_config=cfg,
+    optim_config=OptimConfig(lr=1e-3),
+    options=Options(training_weight=False, frame_timestep_fraction=1.0),
+  )
+  t = np.asarray(stage._mix_frame_timesteps(clip_t, k_t, num_frames=6))  # [B, F]
+  assert t.shape == (2, 6) and all(len(np.unique(row)) > 1 for row in t)  # every clip: frames at different levels
+  assert np.all(np.min(np.abs(t[..., None] - grid), axis=-1) < 1e-3)  # all on the shifted grid
+  mixed = TeacherStage(
+    model_config=cfg, optim_config=OptimConfig(lr=1e-3), options=Options(frame_timestep_fraction=0.5)
+  )
+  rows = np.asarray(mixed._mix_frame_timesteps(jnp.full((64,), 500.0), k_t, num_frames=6))
+  per_clip = np.all(rows == 500.0, axis=1)
+  assert 10 < per_clip.sum() < 54  # about half the samples keep their clip draw
+
+  state = stage.init(jax.random.PRNGKey(1), mesh=None)
+  batch = stage.make_batch(records)
+  x0 = jnp.asarray(batch["latents"], jnp.float32)
+  noise = jax.random.normal(k_n, x0.shape, jnp.float32)
+  tj = jnp.asarray(t)
+  v = forward(stage.model(state.params), schedule.add_noise(x0, noise, tj, shift=5.0), tj, batch["text_embedding"])
+  expected = float(jnp.mean((v - (noise - x0)) ** 2))
+  np.testing.assert_allclose(float(stage.loss(state.params, batch, key)[0]), expected, rtol=1e-5)
+  plain = TeacherStage(model_config=cfg, optim_config=OptimConfig(lr=1e-3), options=Options(training_weight=False))
+  assert abs(float(plain.loss(state.params, batch, key)[0]) - expected) > 1e-4 * expected  # the draws matter
+
+
 def test_attention_key_traces_the_run_with_that_kernel(work, cache_dir, monkeypatch):
   """``attention: chunked`` routes every attention call of the run through the chunked kernel (the tiny
   teacher's calls are small enough for "auto" to take the reference path); the export keeps "auto"."""
@@ -292,6 +336,7 @@ def test_config_overrides_and_errors(tmp_path):
     "log.format=xml": ["log.format"],
     "options.shift=5": ["options.shift", "timestep_shift"],
     "options.first_frame_weight=0": ["options.first_frame_weight must be > 0", "got 0"],
+    "options.frame_timestep_fraction=1.5": ["options.frame_timestep_fraction must be in [0, 1]", "got 1.5"],
     "optim.decay_start=100": ["decay_start and decay_steps go together", "decay_steps=0"],
     "optim.warmup_steps=-1": ["warmup_steps must be >= 0"],
     "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],

@@ -54,6 +54,11 @@ class Options:
       each (Wan's causal VAE), so its statistics differ; RoPE is relative, so a small bidirectional model
       has only the clip's edge to tell frame 0 apart, and with 1/F of the loss it learns that late (the
       toy-world teacher's samples had a wrong frame 0 long after the others were right).
+    frame_timestep_fraction: fraction of the samples whose timesteps are drawn per latent frame (each frame
+      its own draw from the same shifted grid, as in diffusion forcing) instead of one per clip (0: upstream).
+      A frame then has to be denoised from less noisy neighbours, which trains the cross-frame attention a
+      clip-level draw leaves weak: the toy-world teacher, trained with clip-level draws only, found a still
+      object in single noisy frames but not by pooling its 20 frames, so its samples flickered.
   """
 
   timestep_shift: float = 5.0
@@ -61,10 +66,13 @@ class Options:
   max_step: float = 1000.0
   training_weight: bool = True
   first_frame_weight: float = 1.0
+  frame_timestep_fraction: float = 0.0
 
   def __post_init__(self):
     if not self.first_frame_weight > 0:
       raise ValueError(f"options.first_frame_weight must be > 0, got {self.first_frame_weight}")
+    if not 0.0 <= self.frame_timestep_fraction <= 1.0:
+      raise ValueError(f"options.frame_timestep_fraction must be in [0, 1], got {self.frame_timestep_fraction}")
 
 
 def frame_weights(num_frames: int, first_frame_weight: float) -> jax.Array:
@@ -151,15 +159,32 @@ class TeacherStage:
     ctx = jnp.asarray(batch["text_embedding"], jnp.float32)  # [B, L, D]
     k_t, k_n = jax.random.split(key)
     t = schedule.sample_timestep(k_t, x0.shape[0], shift=o.timestep_shift, min_step=o.min_step, max_step=o.max_step)
+    if o.frame_timestep_fraction > 0:
+      t = self._mix_frame_timesteps(t, k_t, num_frames=x0.shape[1])  # [B, F]
     noise = jax.random.normal(k_n, x0.shape, jnp.float32)
     x_t = schedule.add_noise(x0, noise, t, shift=o.timestep_shift)
     weights = schedule.training_weight(t, shift=o.timestep_shift) if o.training_weight else None
     if o.first_frame_weight != 1.0:
       fw = frame_weights(x0.shape[1], o.first_frame_weight)[None, :]  # [1, F]
-      weights = jnp.broadcast_to(fw, x0.shape[:2]) if weights is None else weights[:, None] * fw  # [B, F]
+      if weights is None:
+        weights = jnp.broadcast_to(fw, x0.shape[:2])  # [B, F]
+      else:
+        weights = (weights if weights.ndim == 2 else weights[:, None]) * fw  # [B, F]
     v = forward(self.model(params), x_t, t, ctx, remat=self.remat)
     loss = flow_matching_loss(flow_pred=v, x0=x0, noise=noise, weights=weights)
     return loss, {"timestep_mean": jnp.mean(t)}
+
+  def _mix_frame_timesteps(self, t: jax.Array, key: jax.Array, *, num_frames: int) -> jax.Array:
+    """``[B, F]``: the clip draws ``t [B]`` repeated over frames, or for a fraction
+    ``options.frame_timestep_fraction`` of the samples one draw per frame."""
+    o = self.options
+    b = t.shape[0]
+    k_f, k_pick = jax.random.split(jax.random.fold_in(key, 1))
+    per_frame = schedule.sample_timestep(
+      k_f, b * num_frames, shift=o.timestep_shift, min_step=o.min_step, max_step=o.max_step
+    ).reshape(b, num_frames)  # [B, F]
+    pick = jax.random.uniform(k_pick, (b, 1)) < o.frame_timestep_fraction  # [B, 1]
+    return jnp.where(pick, per_frame, t[:, None])  # [B, F]
 
   def step(self, state: TeacherState, batch: Mapping[str, jax.Array]) -> tuple[TeacherState, dict[str, jax.Array]]:
     key = jax.random.fold_in(state.key, state.step)
