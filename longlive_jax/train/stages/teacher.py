@@ -56,9 +56,8 @@ class Options:
       toy-world teacher's samples had a wrong frame 0 long after the others were right).
     frame_timestep_fraction: fraction of the samples whose timesteps are drawn per latent frame (each frame
       its own draw from the same shifted grid, as in diffusion forcing) instead of one per clip (0: upstream).
-      A frame then has to be denoised from less noisy neighbours, which trains the cross-frame attention a
-      clip-level draw leaves weak: the toy-world teacher, trained with clip-level draws only, found a still
-      object in single noisy frames but not by pooling its 20 frames, so its samples flickered.
+      A frame then has to be denoised from less noisy neighbours, which exercises the cross-frame attention
+      more than a clip-level draw does (tried on the toy-world teacher, whose samples from noise flickered).
   """
 
   timestep_shift: float = 5.0
