@@ -50,9 +50,23 @@ def velocities_at(dit, x0: jax.Array, eps: jax.Array, ctx: jax.Array, sigma: flo
   """``(x_t, v)``, both ``[N, F, H, W, C]``: the clips noised to ``sigma`` (``x_t = (1 - s) x0 + s eps``) and the
   teacher's unguided velocity on them with captions ``ctx [N, L, D]``, in batches of ``batch``."""
   xt = (1.0 - sigma) * x0 + sigma * eps
-  t = jnp.full((min(batch, len(xt)),), 1000.0 * sigma)
-  v = [dit(xt[b : b + batch], t[: len(xt[b : b + batch])], ctx[b : b + batch]) for b in range(0, len(xt), batch)]
-  return xt, jnp.concatenate(v)
+  chunks = [(xt[b : b + batch], ctx[b : b + batch]) for b in range(0, len(xt), batch)]
+  return xt, jnp.concatenate([dit(x, jnp.full((len(x),), 1000.0 * sigma), c) for x, c in chunks])
+
+
+def motion_prompts(per_motion: int, *, motions=None, seed: int = 3) -> list[str]:
+  """``per_motion`` captions for each of ``motions`` (default ``grammar.MOTIONS``) in turn, the other attributes
+  drawn from the training split (held-out combinations skipped) with ``np.random.default_rng(seed)``."""
+  from longlive_jax.toyworld import grammar
+
+  rng = np.random.default_rng(seed)
+  out = []
+  for i, m in enumerate(grammar.MOTIONS if motions is None else motions):
+    while len(out) < per_motion * (i + 1):
+      attrs = grammar.sample_attributes(rng).replace(motion=m)
+      if not grammar.is_held_out(attrs):
+        out.append(attrs.caption)
+  return out
 
 
 def judged(vae, latents: jax.Array, prompts: list[str]) -> dict[str, float]:

@@ -33,16 +33,10 @@ ATTENTION_SIGMAS = (0.5, 0.9, 0.95)
 def clips(enc, vae_encoder: str, motion: str, num: int, seed: int):
   """``(x0 [num, 21, h, w, C], prompts)``: rendered clips of ``motion``, encoded by ``vae_encoder``."""
   from longlive_jax.pipeline import load_vae
-  from longlive_jax.toyworld import grammar
   from longlive_jax.toyworld.render import Scene, render
   from longlive_jax.vae.stream import encode
 
-  rng = np.random.default_rng(11)
-  prompts = []
-  while len(prompts) < num:
-    attrs = grammar.sample_attributes(rng).replace(motion=motion)
-    if not grammar.is_held_out(attrs):
-      prompts.append(attrs.caption)
+  prompts = fresh_clips.motion_prompts(num, motions=[motion], seed=11)
   venc = load_vae(vae_encoder)
   videos = np.stack([render(Scene.from_prompts([p], seed=seed + i), 81) for i, p in enumerate(prompts)])
   x = jnp.asarray(videos, jnp.float32) / 127.5 - 1.0  # [N, T, H, W, 3]

@@ -56,7 +56,7 @@ def main() -> int:
 
   if a.by_motion:
     dit, vae, enc = ev.load_models(a.dit, a.vae)
-    prompts = motion_prompts(a.by_motion)
+    prompts = fresh_clips.motion_prompts(a.by_motion)
     shape = (len(prompts), 21, render.LATENT_SIZE, render.LATENT_SIZE, dit.cfg.out_dim)
   else:
     dit, vae, enc, x0, prompts = fresh_clips.load(a)  # the clips' prompts and shape
@@ -101,21 +101,6 @@ def main() -> int:
   if a.out:
     Path(a.out).write_text(json.dumps({"dit": a.dit, "clips": n, "seed": a.seed, "rows": rows}, indent=1) + "\n")
   return 0
-
-
-def motion_prompts(per_motion: int) -> list[str]:
-  """``per_motion`` captions for each of ``grammar.MOTIONS`` in turn, the other attributes drawn from the
-  training split (seed 3)."""
-  from longlive_jax.toyworld import grammar
-
-  rng = np.random.default_rng(3)
-  out = []
-  for m in grammar.MOTIONS:
-    while len(out) < per_motion * (grammar.MOTIONS.index(m) + 1):
-      attrs = grammar.sample_attributes(rng).replace(motion=m)
-      if not grammar.is_held_out(attrs):
-        out.append(attrs.caption)
-  return out
 
 
 if __name__ == "__main__":
