@@ -12,7 +12,11 @@ variant samples from pure noise with 48 steps and the decoded videos are judged 
     the object's colour over the frame);
   * ``ode:3:10:1:0``: a shift-10 grid (more of the 48 steps above sigma 0.85, where the layout is decided);
   * ``sde:3:5:1:0.5``: stochastic: after each step a fraction ``eta`` of the implied noise is replaced by fresh
-    noise (errors of early steps can be corrected).
+    noise (errors of early steps can be corrected);
+  * an optional sixth field ``rho`` starts from noise correlated along latent time (an AR(1) chain with lag-1
+    correlation ``rho`` and unit variance per frame), e.g. ``ode:3:5:1:0:0.4``: ``ode_cycle.py`` found that
+    inverting true clips through the teacher's ODE gives noise with lag-1 correlation 0.41, so a teacher that
+    expects such a start would turn i.i.d. noise into flicker.
 
 If every variant fails alike, the weakness is the network's, not the sampler's.
 
@@ -37,6 +41,15 @@ import fresh_clips  # noqa: E402
 
 DEFAULT_VARIANTS = "ode:3:5:1:0,ode:1:5:1:0,ode:3:5:0.8:0,ode:3:10:1:0,sde:3:5:1:0.5"
 STEPS = 48
+
+
+def correlated_noise(key: jax.Array, shape: tuple, rho: float) -> jax.Array:
+  """Unit-variance noise [N, T, ...] whose frames form an AR(1) chain along T with lag-1 correlation rho."""
+  z = np.asarray(jax.random.normal(key, shape))
+  out = z.copy()
+  for t in range(1, shape[1]):
+    out[:, t] = rho * out[:, t - 1] + np.sqrt(1.0 - rho * rho) * z[:, t]
+  return jnp.asarray(out)
 
 
 def main() -> int:
@@ -66,11 +79,12 @@ def main() -> int:
 
   rows = []
   for variant in a.variants.split(","):
-    kind, g, shift, below, eta = variant.split(":")
+    kind, g, shift, below, eta, *rest = variant.split(":")
     g, shift, below, eta = float(g), float(shift), float(below), float(eta)
+    rho = float(rest[0]) if rest else 0.0
     sig = np.asarray(euler_sigmas(STEPS, shift=shift))
     key = jax.random.key(5)
-    x = jax.random.normal(key, shape)
+    x = correlated_noise(key, shape, rho)
     for i in range(STEPS):
       s, s_next = float(sig[i]), float(sig[i + 1])
       v = velocity(x, jnp.float32(s), jnp.float32(g if s <= below else 1.0))
