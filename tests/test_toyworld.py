@@ -102,6 +102,44 @@ def test_clip_source_is_deterministic():
   assert any(len(src.scene(i).segments) == 2 for i in range(10))
 
 
+def test_centred_starts():
+  """``start_spread`` draws the start around the centre; ``centre_fraction`` picks which clips do, and leaves
+  the other clips exactly as without it."""
+  scene = Scene.from_prompts(["a red circle stays still on a blue background"], seed=3)
+  starts = []
+  for seed in range(200):
+    centred = Scene(seed=seed, segments=scene.segments, start_spread=6.0)
+    starts.append(simulate(centred, 1)[0])
+    np.testing.assert_array_equal(simulate(centred, 5), simulate(centred, 5))  # deterministic
+  starts = np.asarray(starts) - 32.0  # [200, 2] offsets from the centre
+  assert 4.5 < np.std(starts) < 7.5 and np.max(np.abs(starts)) <= 32 - scene.margin
+  uniform = np.asarray([simulate(Scene(seed=s, segments=scene.segments), 1)[0] for s in range(200)]) - 32.0
+  assert np.std(uniform) > 9  # uniform between the margins: std ~9.8
+  with pytest.raises(ValueError, match="start_spread"):
+    Scene(seed=0, segments=scene.segments, start_spread=-1.0)
+
+  plain = data.ClipSource(num_records=40, latent_frames=2, seed=5)
+  half = data.ClipSource(num_records=40, latent_frames=2, seed=5, centre_fraction=0.5)
+  picked = [half.scene(i).start_spread is not None for i in range(40)]
+  assert 8 < sum(picked) < 32
+  for i in range(40):
+    a, b = plain.scene(i), half.scene(i)
+    assert a.segments == b.segments and a.seed == b.seed
+    if not picked[i]:
+      np.testing.assert_array_equal(plain[i]["video"], half[i]["video"])
+  with pytest.raises(ValueError, match="centre_fraction"):
+    data.ClipSource(num_records=4, latent_frames=2, centre_fraction=1.5)
+
+
+def test_cli_latents_rejects_a_bad_fraction(capsys):
+  from longlive_jax import cli
+
+  for flag in ("--centre-fraction", "--caption-dropout"):
+    with pytest.raises(SystemExit) as e:
+      cli.main(["toyworld", "latents", "--vae", "v", "--out", "o.npz", "--num", "2", flag, "1.5"])
+    assert e.value.code == 2 and f"argument {flag}: expected a number in [0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_text_encoder_vocabulary_and_determinism():
   from longlive_jax.toyworld.text import TEXT_LEN, TextEncoder
 

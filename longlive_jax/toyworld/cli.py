@@ -51,7 +51,10 @@ def add_toyworld(sub) -> None:
   q.add_argument("--latent-frames", type=int, default=21, help="latent frames per clip (default 21: 81 video frames)")
   q.add_argument("--size", type=int, default=64, help="frame height = width in pixels (default 64)")
   q.add_argument("--seed", type=int, default=1, help="seed of the rendered clips (default 1)")
-  q.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of clips captioned '' (CFG)")
+  q.add_argument("--caption-dropout", type=_fraction, default=0.1, help="fraction of clips captioned '' (CFG)")
+  q.add_argument(
+    "--centre-fraction", type=_fraction, default=0.0, help="fraction of clips starting near the centre (default 0)"
+  )
 
   q = acts.add_parser("ode-pairs", help="the teacher's guided ODE trajectories (ode-init data)")
   q.add_argument("--teacher", required=True, help="the teacher stage's export folder")
@@ -93,6 +96,17 @@ def _text(a) -> int:
   return 0
 
 
+def _fraction(text: str) -> float:
+  """argparse type: a float in [0, 1] (else argparse's usage error, exit 2)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+  if not 0.0 <= value <= 1.0:
+    raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+  return value
+
+
 def cmd_toyworld(a) -> int:
   return {
     "text": _text,
@@ -127,6 +141,7 @@ def _latents(a) -> int:
     size=a.size,
     seed=a.seed,
     caption_dropout=a.caption_dropout,
+    centre_fraction=a.centre_fraction,
   )
   print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
   return 0

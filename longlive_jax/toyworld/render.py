@@ -50,12 +50,16 @@ class Segment:
 class Scene:
   """One video of the world: a seed (start position, bounce direction) and its prompt segments.
 
+  The start is uniform over the frame (away from the walls), or with ``start_spread`` a Gaussian of that
+  standard deviation (px at 64 px, scaled with ``size``) around the centre.
+
   ``segments[0].start`` is 0; later starts increase strictly.
   """
 
   seed: int
   segments: tuple[Segment, ...]
   size: int = DEFAULT_SIZE
+  start_spread: float | None = None  # None: start uniform over the frame; else Gaussian around the centre (px at 64)
 
   def __post_init__(self):
     object.__setattr__(self, "segments", tuple(self.segments))
@@ -66,6 +70,8 @@ class Scene:
       raise ValueError(f"segment starts must increase strictly, got {starts}")
     if self.size < 16 or self.size % 8:
       raise ValueError(f"size must be a multiple of 8 and >= 16, got {self.size}")
+    if self.start_spread is not None and not self.start_spread >= 0:
+      raise ValueError(f"start_spread must be >= 0 px, got {self.start_spread}")
 
   @classmethod
   def from_prompts(
@@ -115,7 +121,10 @@ def simulate(scene: Scene, num_frames: int) -> np.ndarray:
   """float64 ``[T, 2]`` object centre (x, y) in pixels per frame."""
   rng = np.random.default_rng(scene.seed)
   size, r = float(scene.size), scene.margin
-  pos = rng.uniform(r, size - r, size=2)
+  if scene.start_spread is None:
+    pos = rng.uniform(r, size - r, size=2)
+  else:  # near the centre: where an object starts is then part of what a caption predicts
+    pos = np.clip(size / 2 + scene.start_spread * scene.scale * rng.standard_normal(2), r, size - r)
   bounce = np.where(rng.random(2) < 0.5, -1.0, 1.0) / math.sqrt(2.0)  # diagonal unit direction
   speed = SPEED * scene.scale
   out = np.empty((num_frames, 2))
