@@ -12,11 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def add_arguments(ap: argparse.ArgumentParser, *, clips: int) -> None:
-  """``--dit``, ``--vae``, ``--vae-encoder``, ``--clips``, ``--seed``."""
+def add_model_arguments(ap: argparse.ArgumentParser) -> None:
+  """``--dit``, ``--vae``, ``--vae-encoder``."""
   ap.add_argument("--dit", required=True, help="the teacher's export folder")
   ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the decoding VAE")
   ap.add_argument("--vae-encoder", default="runs/toyworld/vae/export", help="checkpoint that encoded the data")
+
+
+def add_arguments(ap: argparse.ArgumentParser, *, clips: int) -> None:
+  """:func:`add_model_arguments`, ``--clips``, ``--seed``."""
+  add_model_arguments(ap)
   ap.add_argument("--clips", type=int, default=clips, help=f"fresh captioned clips (default {clips})")
   ap.add_argument("--seed", type=int, default=777, help="world seed of the fresh clips (training used 1)")
 

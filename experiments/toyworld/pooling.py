@@ -98,9 +98,7 @@ def still_track(vae, x0, est, prompts: list[str]) -> dict[str, float]:
 
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--dit", required=True, help="the teacher's export folder")
-  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the decoding VAE")
-  ap.add_argument("--vae-encoder", default="runs/toyworld/vae/export", help="checkpoint that encoded the data")
+  fresh_clips.add_model_arguments(ap)
   ap.add_argument("--out", help="also write the figures as JSON here")
   a = ap.parse_args()
 
