@@ -1,7 +1,7 @@
 """Does the teacher take an object's motion from the text? One denoising step on still clips, captioned with
 each motion in turn.
 
-  python experiments/toyworld/motion_text.py --dit runs/toyworld/teacher_tune/export [--out motion_text.json]
+  python experiments/toyworld/motion_text.py --dit runs/toyworld/teacher/export [--out motion_text.json]
 
 Twelve fresh clips of still objects are noised to sigma ``s`` (the same noise for every caption) and denoised in
 one unguided step, once with their own caption and once with the motion word replaced by each of the moving

@@ -1,6 +1,6 @@
 """Does the teacher pool an object's evidence over time? One step on still vs moving clips, and its attention.
 
-  python experiments/toyworld/pooling.py --dit runs/toyworld/teacher_tune/export [--out pooling.json]
+  python experiments/toyworld/pooling.py --dit runs/toyworld/teacher/export [--out pooling.json]
 
 12 still and 12 rightward clips (attributes from the training split, world seeds 1000+, 21 latents) are noised
 to sigma 0.97 / 0.95 / 0.93 / 0.9 with one noise draw; the teacher's clean estimate (no guidance) is decoded

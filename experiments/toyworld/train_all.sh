@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
-#   text encoder (pretrained on the grammar) -> VAE (4x in space, then a decoder fine-tune) -> data -> bidirectional teacher (trained, then tuned) -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
+#   text encoder (pretrained on the grammar) -> VAE (4x in space, then a decoder fine-tune) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
 #   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -27,13 +27,12 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
 
 step text $LL toyworld text --out longlive_jax/toyworld/text_encoder.npz
 step vae $LL train configs/toyworld/vae.yaml
-step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 2000
+step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 2000 --centre-fraction 0.5
 step teacher $LL train configs/toyworld/teacher.yaml
-step teacher-tune $LL train configs/toyworld/teacher_tune.yaml  # shipped: teacher.yaml ran on the first world
 step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
 step ode-prompts $LL toyworld prompts --out "$DATA/ode_prompts.npz" --num 480 --seed 1
 step prompt-pairs $LL toyworld prompts --pairs --out "$DATA/prompt_pairs.npz" --num 2000 --seed 2
-step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher_tune/export" \
+step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
   --prompts "$DATA/ode_prompts.npz" --out "$DATA/ode_pairs.npz"
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
@@ -44,7 +43,7 @@ import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "vae_decoder", "teacher", "teacher_tune", "ode_init", "self_forcing", "streaming_long"):
+for stage in ("vae", "vae_decoder", "teacher", "ode_init", "self_forcing", "streaming_long"):
   lines = (run / stage / "logs" / "metrics.jsonl").read_text().splitlines()
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))

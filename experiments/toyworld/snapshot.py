@@ -1,0 +1,50 @@
+"""Keeps a trained stage's DiT export in the repository at bfloat16, and puts it back where the configs read it.
+
+  python experiments/toyworld/snapshot.py save runs/toyworld/teacher/export artifacts/toyworld/teacher
+  python experiments/toyworld/snapshot.py restore artifacts/toyworld/teacher runs/toyworld/teacher/export
+
+Why: the teacher costs the recipe's longest stage (README), and the later stages, the evaluation's ceiling row
+and the ablations all start from it; a copy under ``artifacts/`` (half the size of the float32 export) lets them
+run without training it again. ``restore`` writes a float32 export (the master weights every stage trains in),
+so a restored teacher is the saved one rounded to bfloat16 once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def copy(src: str, dst: str, *, dtype: str, overwrite: bool) -> Path:
+  from longlive_jax import checkpoint
+
+  cfg, params, adapter, info = checkpoint.load(src)
+  if adapter is not None:
+    raise SystemExit(f"error: {src} keeps a separate LoRA adapter; export it merged first")
+  params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+  meta = {**info.get("meta", {}), "snapshot_of": str(src), "snapshot_dtype": dtype}
+  return checkpoint.save(dst, cfg=cfg.replace(param_dtype=dtype), params=params, meta=meta, overwrite=overwrite)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("action", choices=("save", "restore"))
+  p.add_argument("src")
+  p.add_argument("dst")
+  p.add_argument("--overwrite", action="store_true")
+  a = p.parse_args(argv)
+  if not Path(a.src).is_dir():
+    print(f"error: {a.src}: no such checkpoint folder", file=sys.stderr)
+    return 2
+  out = copy(a.src, a.dst, dtype="bfloat16" if a.action == "save" else "float32", overwrite=a.overwrite)
+  size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+  print(f"wrote {out}: {size / 2**20:.1f} MiB")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
