@@ -30,7 +30,7 @@ Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise s
    (CFG 3), 21 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
 
 Exports under ``--run``: ``teacher/``, ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
-``streaming_long_norecache/`` (optional) and ``vae_decoder/export``; the shipped model is ``--model`` or
+``streaming_long_norecache/`` (optional) and ``vae/export``; the shipped model is ``--model`` or
 ``longlive_jax.toyworld.model.default_checkpoint()`` (optional). Each finished row is cached as JSON in
 ``--cache`` (a ``full`` / ``quick`` subfolder), so an interrupted run resumes; ``--rows`` takes row names or
 their prefixes. ``--quick`` (2 + 1 prompts, 24-frame long videos, a switch at 12 of 24 frames, 4 timed blocks, teacher
@@ -66,7 +66,7 @@ MODELS = {  # name: (export under --run, producer)
     "streaming_long_norecache/export",
     "`longlive-jax train configs/toyworld/streaming_long_norecache.yaml` (not part of train_all.sh)",
   ),
-  "vae": ("vae_decoder/export", _TRAIN.format("vae_decoder")),
+  "vae": ("vae/export", _TRAIN.format("vae")),
 }
 OPTIONAL = ("streaming_long_norecache", "shipped")  # evaluated when present, else "not trained" / "not assembled"
 

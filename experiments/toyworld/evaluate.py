@@ -78,7 +78,7 @@ def main() -> int:
   cache.mkdir(parents=True, exist_ok=True)
   model = a.model or str(default_checkpoint())
   sets = prompt_sets(a.seen)
-  vae = str(run / "vae_decoder" / "export")
+  vae = str(run / "vae" / "export")
   rows = []
   for stage, sub in STAGES.items():
     for length in (TRAIN_LEN, 10 * TRAIN_LEN):

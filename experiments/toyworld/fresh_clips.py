@@ -15,7 +15,7 @@ import numpy as np
 def add_model_arguments(ap: argparse.ArgumentParser) -> None:
   """``--dit``, ``--vae``, ``--vae-encoder``."""
   ap.add_argument("--dit", required=True, help="the teacher's export folder")
-  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the decoding VAE")
+  ap.add_argument("--vae", default="runs/toyworld/vae/export", help="checkpoint with the decoding VAE")
   ap.add_argument("--vae-encoder", default="runs/toyworld/vae/export", help="checkpoint that encoded the data")
 
 

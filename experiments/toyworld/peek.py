@@ -25,7 +25,7 @@ PROMPTS = [
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--dit", required=True)
-  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export")
+  ap.add_argument("--vae", default="runs/toyworld/vae/export")
   ap.add_argument("--teacher", action="store_true")
   ap.add_argument("--frames", type=int, default=21, help="latent frames")
   ap.add_argument("--out", required=True, help="the frame strip (.png)")

@@ -1,6 +1,6 @@
 """How well can any model's shapes score through the VAE? The judge's shape moments on true and round-tripped clips.
 
-  python experiments/toyworld/shape_ceiling.py [--vae runs/toyworld/vae_decoder/export] [--clips 48] [--out F.json]
+  python experiments/toyworld/shape_ceiling.py [--vae runs/toyworld/vae/export] [--clips 48] [--out F.json]
 
 Rendered clips (a third each of circles, squares and triangles, other attributes drawn from the training split,
 unseen seeds) are encoded and decoded by ``--vae`` (the streaming path that generation uses). For each true shape
@@ -24,7 +24,7 @@ SHAPES = ("circle", "square", "triangle")
 
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the VAE")
+  ap.add_argument("--vae", default="runs/toyworld/vae/export", help="checkpoint with the VAE")
   ap.add_argument("--clips", type=int, default=48, help="rendered clips (default 48)")
   ap.add_argument("--seed", type=int, default=4242, help="attribute draws; clip i uses world seed 10000 + i")
   ap.add_argument("--out", help="also write the figures as JSON here")

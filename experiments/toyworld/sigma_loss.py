@@ -31,7 +31,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("dits", nargs="+", help="teacher export folders")
   ap.add_argument("--data", default="runs/toyworld/data/latents.npz", help="the teacher's latents")
-  ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export", help="checkpoint with the VAE (loaded, unused)")
+  ap.add_argument("--vae", default="runs/toyworld/vae/export", help="checkpoint with the VAE (loaded, unused)")
   ap.add_argument("--vae-encoder", default="runs/toyworld/vae/export", help="checkpoint that encoded the data")
   ap.add_argument("--fresh", type=int, default=0, help="also score this many clips unseen in training")
   a = ap.parse_args()

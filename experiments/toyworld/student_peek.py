@@ -20,7 +20,7 @@ import fresh_clips  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--dit", required=True)
-ap.add_argument("--vae", default="runs/toyworld/vae_decoder/export")
+ap.add_argument("--vae", default="runs/toyworld/vae/export")
 ap.add_argument("--per-motion", type=int, default=3)
 ap.add_argument("--frames", type=int, default=21)
 ap.add_argument("--strip")

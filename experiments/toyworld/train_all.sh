@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
-#   text encoder (pretrained on the grammar) -> VAE (4x in space, then a decoder fine-tune) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
+#   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
 #   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -37,15 +37,14 @@ step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
 step streaming-long $LL train configs/toyworld/streaming_long.yaml
-step vae-decoder $LL train configs/toyworld/vae_decoder.yaml  # encoder frozen: the latents above stay valid
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "vae_decoder", "teacher", "ode_init", "self_forcing", "streaming_long"):
+for stage in ("vae", "teacher", "ode_init", "self_forcing", "streaming_long"):
   lines = (run / stage / "logs" / "metrics.jsonl").read_text().splitlines()
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long/export" --vae "$RUN/vae/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
