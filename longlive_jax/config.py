@@ -50,6 +50,15 @@ class WanConfig:
     dtype: compute dtype of matmuls ("float32" is the exact path; "bfloat16"
       keeps norms, modulation, timestep MLP and softmax in float32).
     param_dtype: storage dtype of parameters.
+    pos_grid: ``(H', W')`` token grid of a learned absolute position embedding, or ``(0, 0)`` (Wan: none,
+      RoPE only). When set, the patch embeddings get a learned ``[H', W', dim]`` table and the video's first
+      latent frame (RoPE frame position 0) one more learned ``[dim]`` vector, both zero at initialisation, so
+      a model without them loads unchanged. Why: RoPE is relative, so from pure noise a Wan DiT cannot tell
+      where in the frame a token sits (only edge effects); a world whose captions say where things start
+      (the toy world's centred clips) needs the absolute position. The first-frame vector depends on the
+      RoPE position only, so streaming stays equal to the full forward: position 0 is a stream's first
+      block (an empty cache), and in relative-RoPE mode the oldest frame a recache rebuilds without a sink.
+      Inputs must then have exactly that token grid.
     attention_impl: attention kernel (never changes parameters or, beyond rounding, results):
       "auto" (cuDNN on a CUDA GPU with 16-bit dtype, splash on a TPU with head size a multiple of
       128, else "chunked" for large calls, else "xla"), "xla" (plain einsum softmax, the
@@ -74,12 +83,16 @@ class WanConfig:
   cross_attn_norm: bool = True
   rope_max_len: int = 1024
   rope_theta: float = 10000.0
+  pos_grid: tuple[int, int] = (0, 0)
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention_impl: str = "auto"
 
   def __post_init__(self):
     object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
+    object.__setattr__(self, "pos_grid", tuple(int(p) for p in self.pos_grid))
+    if len(self.pos_grid) != 2 or min(self.pos_grid) < 0 or (0 in self.pos_grid and any(self.pos_grid)):
+      raise ConfigError(f"WanConfig.pos_grid must be (0, 0) (none) or two positive sizes, got {self.pos_grid}")
     for name in ("dim", "ffn_dim", "freq_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "text_len"):
       if int(getattr(self, name)) <= 0:
         raise ConfigError(f"WanConfig.{name} must be positive, got {getattr(self, name)!r}")
@@ -125,6 +138,7 @@ class WanConfig:
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
     d["patch_size"] = list(self.patch_size)
+    d["pos_grid"] = list(self.pos_grid)
     return d
 
   @classmethod

@@ -244,3 +244,35 @@ def test_batch_of_videos_rejects_bad_arguments():
     m([xs[0], jnp.zeros((2, 4, 4, 3))], jnp.zeros(2), ctx)
   with pytest.raises(ValueError, match="seq_lens goes with"):
     m(xs, jnp.zeros(2), ctx, seq_lens=jnp.array([8, 2]))
+
+
+def test_learned_positions_start_neutral_and_then_place_tokens():
+  """``pos_grid``: zero at initialisation (a RoPE-only model's weights load and compute the same), then a token's
+  output depends on where it sits in the frame and on whether its frame is at position 0, which RoPE alone cannot
+  give from constant inputs; list and batch entry points agree; a different token grid is refused by name."""
+  from flax import nnx
+
+  base = tiny_config(patch_size=(1, 2, 2))
+  cfg = base.replace(pos_grid=(2, 3))
+  assert WanConfig.from_dict(cfg.to_dict()) == cfg
+  plain, posed = init_model(base, seed=0), init_model(cfg, seed=0)
+  nnx.update(posed, nnx.state(plain))  # the same weights; the learned positions stay zero
+  x = jnp.ones((1, 3, 4, 6, base.in_dim))  # constant latents: every token the same
+  ctx = jax.random.normal(jax.random.key(1), (1, base.text_len, base.text_dim))
+  t = jnp.asarray([500.0])
+  flat = np.asarray(plain(x, t, ctx))
+  np.testing.assert_array_equal(np.asarray(posed(x, t, ctx)), flat)
+  same = flat.reshape(3, 2, 2, 3, 2, -1)[:, :, 0, :, 0]  # [F, H', W', C]: RoPE alone cannot tell tokens apart
+  np.testing.assert_allclose(same, np.broadcast_to(same[1:2, :1, :1], same.shape), atol=1e-5)
+  posed.pos_embedding[...] = jax.random.normal(jax.random.key(2), posed.pos_embedding.shape)
+  posed.first_frame_embedding[...] = jax.random.normal(jax.random.key(3), posed.first_frame_embedding.shape)
+  out = np.asarray(posed(x, t, ctx))  # [1, 3, 4, 6, C]
+  patches = out.reshape(3, 2, 2, 3, 2, -1)[:, :, 0, :, 0]  # [F, H', W', C] one pixel per token
+  assert np.abs(patches[1, 0, 0] - patches[1, 1, 2]).max() > 1e-3  # position in the frame matters
+  assert np.abs(patches[0, 0, 0] - patches[1, 0, 0]).max() > 1e-3  # and the first frame is marked
+  listed = posed([x[0]], t, ctx)[0]
+  np.testing.assert_allclose(np.asarray(listed), out[0], atol=1e-5)
+  with pytest.raises(ValueError, match=r"2x3 \(pos_grid\).*native latent size 4x6"):
+    posed(jnp.ones((1, 3, 4, 4, base.in_dim)), t, ctx)
+  with pytest.raises(ConfigError, match="pos_grid"):
+    tiny_config(pos_grid=(2, 0))

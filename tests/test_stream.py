@@ -20,9 +20,19 @@ from longlive_jax.stream.noise import BlockShape, GivenNoise, KeyNoise
 H, W = 4, 6
 
 
-def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W):
-  cfg = tiny_config(patch_size=(1, patch, patch))
+def _model(cfg, seed):
+  """``init_model``, with random (not zero) learned positions when ``cfg.pos_grid`` is set, so they matter."""
   model = init_model(cfg, seed=seed)
+  if any(cfg.pos_grid):
+    k1, k2 = jax.random.split(jax.random.key(seed + 100))
+    model.pos_embedding[...] = jax.random.normal(k1, model.pos_embedding.shape)
+    model.first_frame_embedding[...] = jax.random.normal(k2, model.first_frame_embedding.shape)
+  return model
+
+
+def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W, pos=False):
+  cfg = tiny_config(patch_size=(1, patch, patch), pos_grid=(h // patch, w // patch) if pos else (0, 0))
+  model = _model(cfg, seed)
   spec = StreamSpec(
     block_frames=3,
     sink_frames=sink,
@@ -76,18 +86,20 @@ def test_appending_blocks_never_changes_earlier_ones():
   np.testing.assert_array_equal(long[:, :9], short)
 
 
-@pytest.mark.parametrize("patch, h, w", [(2, H, W), (4, 8, 8)])  # Wan2.1's 2x2 patch; the toy world's 4x4
-def test_streaming_equals_one_block_causal_full_forward(patch, h, w):
+@pytest.mark.parametrize(
+  "patch, h, w, pos", [(2, H, W, False), (4, 8, 8, False), (4, 8, 8, True)]
+)  # Wan2.1's 2x2 patch; the toy world's 4x4, also with learned absolute positions (WanConfig.pos_grid)
+def test_streaming_equals_one_block_causal_full_forward(patch, h, w, pos):
   """With a window covering the video, every denoising step of the last block equals ONE forward of the model over
   the whole sequence (earlier blocks clean at t=0, the last block noisy at t_k) under the block-causal mask, and the
   final cache holds exactly the keys/values of the block-causal forward over the clean video."""
-  cfg, st = _setup(window=30, sink=3, patch=patch, h=h, w=w)
+  cfg, st = _setup(window=30, sink=3, patch=patch, h=h, w=w, pos=pos)
   nb = 3
   noise, renoise, ctx = _draws(cfg, nb, h=h, w=w)
   sess = st.session(GivenNoise(noise, renoise, block_frames=3), ctx, batch=1)
   run = [sess.next_block() for _ in range(nb)]
   clean = jnp.concatenate([x0 for _, x0, _ in run], axis=1)  # [1, 9, h, w, C]
-  model = init_model(cfg, seed=0)
+  model = _model(cfg, seed=0)
   ck, cv = model.cross_kv(ctx)
   tpf = (h // patch) * (w // patch)
   mask = block_causal_mask(num_frames=3 * nb, block_frames=3, tokens_per_frame=tpf)[None]  # [1, S, S]

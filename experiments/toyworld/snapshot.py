@@ -7,6 +7,9 @@ Why: the teacher costs the recipe's longest stage (README), and the later stages
 and the ablations all start from it; a copy under ``artifacts/`` (half the size of the float32 export) lets them
 run without training it again. ``restore`` writes a float32 export (the master weights every stage trains in),
 so a restored teacher is the saved one rounded to bfloat16 once.
+
+``restore --pos-grid H W`` also adds learned absolute positions (``WanConfig.pos_grid``, zero, so the model
+computes the same) to an export that has none: the way a RoPE-only teacher goes on training with them.
 """
 
 from __future__ import annotations
@@ -19,13 +22,22 @@ import jax
 import numpy as np
 
 
-def copy(src: str, dst: str, *, dtype: str, overwrite: bool) -> Path:
+def copy(src: str, dst: str, *, dtype: str, overwrite: bool, pos_grid: tuple[int, int] | None = None) -> Path:
   from longlive_jax import checkpoint
 
   cfg, params, adapter, info = checkpoint.load(src)
   if adapter is not None:
     raise SystemExit(f"error: {src} keeps a separate LoRA adapter; export it merged first")
   params = jax.tree.map(lambda x: np.asarray(x).astype(dtype), params)
+  if pos_grid is not None:
+    if any(cfg.pos_grid):
+      raise SystemExit(f"error: {src} already has learned positions (pos_grid {cfg.pos_grid})")
+    cfg = cfg.replace(pos_grid=tuple(pos_grid))
+    params = {
+      **params,
+      "pos_embedding": np.zeros((*pos_grid, cfg.dim), dtype),
+      "first_frame_embedding": np.zeros(cfg.dim, dtype),
+    }
   meta = {**info.get("meta", {}), "snapshot_of": str(src), "snapshot_dtype": dtype}
   return checkpoint.save(dst, cfg=cfg.replace(param_dtype=dtype), params=params, meta=meta, overwrite=overwrite)
 
@@ -36,11 +48,15 @@ def main(argv=None) -> int:
   p.add_argument("src")
   p.add_argument("dst")
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--pos-grid", type=int, nargs=2, metavar=("H", "W"), help="restore: add zero learned positions")
   a = p.parse_args(argv)
+  if a.pos_grid and a.action != "restore":
+    p.error("--pos-grid goes with restore")
   if not Path(a.src).is_dir():
     print(f"error: {a.src}: no such checkpoint folder", file=sys.stderr)
     return 2
-  out = copy(a.src, a.dst, dtype="bfloat16" if a.action == "save" else "float32", overwrite=a.overwrite)
+  dtype = "bfloat16" if a.action == "save" else "float32"
+  out = copy(a.src, a.dst, dtype=dtype, overwrite=a.overwrite, pos_grid=a.pos_grid)
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   print(f"wrote {out}: {size / 2**20:.1f} MiB")
   return 0

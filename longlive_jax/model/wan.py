@@ -71,6 +71,9 @@ class WanDiT(nnx.Module):
     self.blocks = make_blocks(rngs)
     self.head_modulation = nnx.Param((0.1 * jax.random.normal(rngs.params(), (2, cfg.dim))).astype(pdt))  # [2, D]
     self.head = layers.Dense(cfg.dim, cfg.out_patch_dim, rngs=rngs, dtype=f32, param_dtype=pdt)
+    if any(cfg.pos_grid):  # learned absolute positions (not in Wan; see WanConfig.pos_grid), zero at init
+      self.pos_embedding = nnx.Param(jnp.zeros((*cfg.pos_grid, cfg.dim), pdt))  # [H', W', D]
+      self.first_frame_embedding = nnx.Param(jnp.zeros((cfg.dim,), pdt))  # [D]
 
   # ----------------------------------------------------------------------------------------------
   # Pieces, usable on their own by the streaming engine.
@@ -93,6 +96,29 @@ class WanDiT(nnx.Module):
     y = y.reshape(b, frames, hh, ww, ph, pw, self.cfg.out_dim)  # [B, F, H', W', ph, pw, C]
     y = y.transpose(0, 1, 2, 4, 3, 5, 6)  # [B, F, H', ph, W', pw, C]
     return y.reshape(b, frames, height, width, self.cfg.out_dim)  # [B, F, H, W, C]
+
+  def embed_patches(self, x: Array, *, frame_pos: Array) -> Array:
+    """Latents ``[B, F, H, W, C]`` at RoPE frame positions ``frame_pos [F]`` -> tokens ``[B, S, D]``.
+
+    The patch embedding, plus (with ``cfg.pos_grid``) the learned absolute position of each token in the
+    frame and the first-frame vector on frames at position 0.
+    """
+    tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
+    if not any(self.cfg.pos_grid):
+      return tokens
+    b, f, h, w, _ = x.shape
+    _, ph, pw = self.cfg.patch_size
+    if (h // ph, w // pw) != self.cfg.pos_grid:
+      raise ValueError(
+        f"latents {h}x{w} make a {h // ph}x{w // pw} token grid but this model's learned positions are "
+        f"{self.cfg.pos_grid[0]}x{self.cfg.pos_grid[1]} (pos_grid): generate at its native latent size "
+        f"{self.cfg.pos_grid[0] * ph}x{self.cfg.pos_grid[1] * pw}"
+      )
+    first = (jnp.asarray(frame_pos) == 0).astype(jnp.float32)  # [F]
+    pos = self.pos_embedding[...].astype(jnp.float32)[None]  # [1, H', W', D]
+    pos = pos + first[:, None, None, None] * self.first_frame_embedding[...].astype(jnp.float32)  # [F, H', W', D]
+    pos = pos.reshape(f * (h // ph) * (w // pw), -1)  # [S, D], f-major like the tokens
+    return (tokens.astype(jnp.float32) + pos[None]).astype(tokens.dtype)
 
   def time_embed(self, t: Array) -> tuple[Array, Array]:
     """Per-frame timesteps ``t [B, F]`` -> ``(e [B, F, D], e0 [B, F, 6, D])``, float32."""
@@ -224,7 +250,7 @@ class WanDiT(nnx.Module):
     if t.ndim == 1:
       t = jnp.broadcast_to(t[:, None], (b, f))
     e, e0 = self.time_embed(t)
-    tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
+    tokens = self.embed_patches(x, frame_pos=frame_pos)  # [B, S, D]
     cos, sin = self.rope(frame_pos=frame_pos, height=h, width=w)
     extra_rope = None
     if extra_frame_pos is not None:
@@ -339,7 +365,7 @@ class WanDiT(nnx.Module):
     e, e0 = self.time_embed(t[:, None])  # [B, 1, D], [B, 1, 6, D]
     tokens, cos, sin = [], [], []
     for v, (f, h, w), n in zip(videos, grids, lens, strict=True):
-      tok = self.patch_embedding(self.patchify(v[None]))[0]  # [n, D]
+      tok = self.embed_patches(v[None], frame_pos=jnp.arange(f, dtype=jnp.int32))[0]  # [n, D]
       tokens.append(jnp.pad(tok.astype(jnp.float32), ((0, s - n), (0, 0))))  # zero tokens past the video
       c, si = self.rope(frame_pos=jnp.arange(f, dtype=jnp.int32), height=h, width=w)  # [n, Dh/2]
       cos.append(jnp.pad(c, ((0, s - n), (0, 0)), constant_values=1.0))  # padded tokens are not rotated
