@@ -180,6 +180,21 @@ def test_text_encoder_knows_the_role_of_each_word(tmp_path):
     load_params(tmp_path / "other.npz")
 
 
+def test_shipped_vae_config_builds_a_four_channel_vae_with_neutral_start_statistics():
+  """configs/toyworld/vae.yaml asks for 4 latent channels; Wan's 16 published statistics cannot apply to it."""
+  from pathlib import Path
+
+  from longlive_jax.train.config import load_config
+  from longlive_jax.train.stages import get_stage
+
+  root = Path(__file__).resolve().parents[1]
+  stage = get_stage("vae")(load_config(root / "configs/toyworld/vae.yaml"))
+  assert stage.vae_config.z_dim == 4
+  assert stage.vae_config.latent_mean == (0.0,) * 4 and stage.vae_config.latent_std == (1.0,) * 4
+  wan = get_stage("vae")(load_config(root / "configs/toyworld/vae.yaml", ["options.vae.z_dim=16"]))
+  assert len(wan.vae_config.latent_mean) == 16 and wan.vae_config.latent_mean[0] != 0.0  # Wan's own
+
+
 def test_vae_stage_trains_and_exports(tmp_path):
   from longlive_jax import pipeline
   from longlive_jax.train.optim import OptimConfig

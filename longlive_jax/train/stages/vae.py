@@ -356,9 +356,16 @@ def make_stage(cfg) -> VAEStage:
   from longlive_jax.train.config import TrainConfigError
 
   opts = cfg.options if isinstance(cfg.options, Options) else Options(**dict(cfg.options or {}))
+  fields = {k: tuple(v) if isinstance(v, list) else v for k, v in opts.vae.items()}
+  z_dim = int(fields.get("z_dim", VAEConfig.z_dim))
+  if z_dim != VAEConfig.z_dim:
+    # Wan's published statistics have 16 entries; a VAE trained here measures its own at export, so a
+    # different width starts from the neutral (0, 1) normalisation.
+    fields.setdefault("latent_mean", (0.0,) * z_dim)
+    fields.setdefault("latent_std", (1.0,) * z_dim)
   try:
-    vae_cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in opts.vae.items()})
-  except TypeError as e:
+    vae_cfg = VAEConfig(**fields)
+  except (TypeError, ValueError) as e:
     raise TrainConfigError(f"options.vae: {e}; valid keys: {', '.join(VAEConfig().to_dict())}") from e
   return VAEStage(
     vae_config=vae_cfg,
