@@ -58,6 +58,11 @@ class WanConfig:
       (the toy world's centred clips) needs the absolute position. The first-frame vector depends on the
       RoPE position only, so streaming stays equal to the full forward: position 0 is a stream's first
       block (an empty cache), and in relative-RoPE mode the oldest frame a recache rebuilds without a sink.
+    pos_frames: ``N > 0`` adds a learned ``[N, dim]`` table over RoPE frame positions (zero at init): a
+      frame at position ``p < N`` gets row ``p``, later frames nothing (0: none, Wan). Why: from pure noise a
+      RoPE-only DiT cannot tell how far a frame is from the clip's start, so it cannot draw a caption's mean
+      clip when that mean moves (the toy world's centred clips: frame ``k``'s object is ``k`` steps along the
+      motion from the centre). Positions are absolute video frames, so streaming equals the full forward.
       Inputs must then have exactly that token grid.
     attention_impl: attention kernel (never changes parameters or, beyond rounding, results):
       "auto" (cuDNN on a CUDA GPU with 16-bit dtype, splash on a TPU with head size a multiple of
@@ -84,6 +89,7 @@ class WanConfig:
   rope_max_len: int = 1024
   rope_theta: float = 10000.0
   pos_grid: tuple[int, int] = (0, 0)
+  pos_frames: int = 0
   dtype: str = "float32"
   param_dtype: str = "float32"
   attention_impl: str = "auto"
@@ -93,6 +99,8 @@ class WanConfig:
     object.__setattr__(self, "pos_grid", tuple(int(p) for p in self.pos_grid))
     if len(self.pos_grid) != 2 or min(self.pos_grid) < 0 or (0 in self.pos_grid and any(self.pos_grid)):
       raise ConfigError(f"WanConfig.pos_grid must be (0, 0) (none) or two positive sizes, got {self.pos_grid}")
+    if int(self.pos_frames) < 0:
+      raise ConfigError(f"WanConfig.pos_frames must be >= 0, got {self.pos_frames}")
     for name in ("dim", "ffn_dim", "freq_dim", "num_heads", "num_layers", "in_dim", "out_dim", "text_dim", "text_len"):
       if int(getattr(self, name)) <= 0:
         raise ConfigError(f"WanConfig.{name} must be positive, got {getattr(self, name)!r}")

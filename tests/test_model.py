@@ -276,3 +276,31 @@ def test_learned_positions_start_neutral_and_then_place_tokens():
     posed(jnp.ones((1, 3, 4, 4, base.in_dim)), t, ctx)
   with pytest.raises(ConfigError, match="pos_grid"):
     tiny_config(pos_grid=(2, 0))
+
+
+def test_learned_frame_positions_mark_the_first_frames_only():
+  """``pos_frames``: zero at initialisation (the same outputs as without), then frame position ``p < N`` adds row
+  ``p`` of the table to its tokens and later positions add nothing; a negative size is refused."""
+  from flax import nnx
+
+  base = tiny_config(patch_size=(1, 2, 2))
+  cfg = base.replace(pos_frames=2)
+  assert WanConfig.from_dict(cfg.to_dict()) == cfg
+  plain, timed = init_model(base, seed=0), init_model(cfg, seed=0)
+  nnx.update(timed, nnx.state(plain))
+  x = jax.random.normal(jax.random.key(0), (1, 4, 4, 6, base.in_dim))
+  ctx = jax.random.normal(jax.random.key(1), (1, base.text_len, base.text_dim))
+  t = jnp.asarray([500.0])
+  np.testing.assert_array_equal(np.asarray(timed(x, t, ctx)), np.asarray(plain(x, t, ctx)))
+  table = jax.random.normal(jax.random.key(2), timed.frame_embedding.shape)  # [2, D]
+  timed.frame_embedding[...] = table
+  frame_pos = jnp.asarray([3, 0, 1, 2], jnp.int32)  # any order: rows follow the positions, not the slots
+  got = np.asarray(timed.embed_patches(x, frame_pos=frame_pos)).reshape(4, 6, -1)  # [F, H'W', D]
+  want = np.asarray(plain.embed_patches(x, frame_pos=frame_pos)).reshape(4, 6, -1)
+  np.testing.assert_allclose(got[0], want[0], atol=1e-6)  # position 3 >= N: nothing
+  np.testing.assert_allclose(got[3], want[3], atol=1e-6)  # position 2 >= N: nothing
+  np.testing.assert_allclose(got[1] - want[1], np.broadcast_to(table[0], want[1].shape), atol=1e-5)
+  np.testing.assert_allclose(got[2] - want[2], np.broadcast_to(table[1], want[2].shape), atol=1e-5)
+  assert np.abs(np.asarray(timed(x, t, ctx)) - np.asarray(plain(x, t, ctx))).max() > 1e-3
+  with pytest.raises(ConfigError, match="pos_frames"):
+    tiny_config(pos_frames=-1)

@@ -21,17 +21,24 @@ H, W = 4, 6
 
 
 def _model(cfg, seed):
-  """``init_model``, with random (not zero) learned positions when ``cfg.pos_grid`` is set, so they matter."""
+  """``init_model``, with random (not zero) learned positions when ``cfg.pos_grid`` / ``cfg.pos_frames`` are set,
+  so they matter."""
   model = init_model(cfg, seed=seed)
+  k1, k2, k3 = jax.random.split(jax.random.key(seed + 100), 3)
   if any(cfg.pos_grid):
-    k1, k2 = jax.random.split(jax.random.key(seed + 100))
     model.pos_embedding[...] = jax.random.normal(k1, model.pos_embedding.shape)
     model.first_frame_embedding[...] = jax.random.normal(k2, model.first_frame_embedding.shape)
+  if cfg.pos_frames:
+    model.frame_embedding[...] = jax.random.normal(k3, model.frame_embedding.shape)
   return model
 
 
 def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W, pos=False):
-  cfg = tiny_config(patch_size=(1, patch, patch), pos_grid=(h // patch, w // patch) if pos else (0, 0))
+  cfg = tiny_config(
+    patch_size=(1, patch, patch),
+    pos_grid=(h // patch, w // patch) if pos else (0, 0),
+    pos_frames=5 if pos else 0,  # frames 0-4 get a learned row, later ones none: both kinds in a 9-frame test
+  )
   model = _model(cfg, seed)
   spec = StreamSpec(
     block_frames=3,
@@ -88,7 +95,7 @@ def test_appending_blocks_never_changes_earlier_ones():
 
 @pytest.mark.parametrize(
   "patch, h, w, pos", [(2, H, W, False), (4, 8, 8, False), (4, 8, 8, True)]
-)  # Wan2.1's 2x2 patch; the toy world's 4x4, also with learned absolute positions (WanConfig.pos_grid)
+)  # Wan2.1's 2x2 patch; the toy world's 4x4, also with learned absolute positions (pos_grid, pos_frames)
 def test_streaming_equals_one_block_causal_full_forward(patch, h, w, pos):
   """With a window covering the video, every denoising step of the last block equals ONE forward of the model over
   the whole sequence (earlier blocks clean at t=0, the last block noisy at t_k) under the block-causal mask, and the

@@ -131,6 +131,34 @@ def test_centred_starts():
     data.ClipSource(num_records=4, latent_frames=2, centre_fraction=1.5)
 
 
+def test_latents_record_centred_starts_and_the_centred_subset(tmp_path, monkeypatch, capsys):
+  """``build_latents`` records which clips start near the centre; ``toyworld centred`` keeps exactly those rows
+  (the teacher's second phase), and names the file and the missing array when a file lacks them."""
+  from longlive_jax import cli
+  from longlive_jax.vae import stream
+
+  monkeypatch.setattr(stream, "encode", lambda vae, x: x[:, ::4, ::4, ::4, :])  # [b, F, h, w, 3]: a stand-in VAE
+  path = data.build_latents(
+    tmp_path / "lat.npz", vae=None, encode_text=lambda caps: np.zeros((len(caps), 2, 4)), num=20,
+    latent_frames=2, size=16, seed=5, centre_fraction=0.5, progress=False,
+  )  # fmt: skip
+  src = data.ClipSource(num_records=20, latent_frames=2, size=16, seed=5, centre_fraction=0.5)
+  with np.load(path) as z:
+    full = {k: z[k] for k in z.files}
+  want = np.asarray([src.scene(i).start_spread is not None for i in range(20)])
+  np.testing.assert_array_equal(full["centred"], want)
+  assert 3 < want.sum() < 17
+  assert cli.main(["toyworld", "centred", str(path), "--out", str(tmp_path / "c.npz")]) == 0
+  assert f"{want.sum()} of 20 clips" in capsys.readouterr().out
+  with np.load(tmp_path / "c.npz") as z:
+    for k in full:
+      np.testing.assert_array_equal(z[k], full[k][want])
+  np.savez(tmp_path / "old.npz", latents=full["latents"])
+  assert cli.main(["toyworld", "centred", str(tmp_path / "old.npz"), "--out", str(tmp_path / "x.npz")]) == 2
+  err = capsys.readouterr().err
+  assert "old.npz has no 'centred' array" in err and "Traceback" not in err
+
+
 def test_cli_latents_rejects_a_bad_fraction(capsys):
   from longlive_jax import cli
 

@@ -10,6 +10,7 @@ so a restored teacher is the saved one rounded to bfloat16 once.
 
 ``restore --pos-grid H W`` also adds learned absolute positions (``WanConfig.pos_grid``, zero, so the model
 computes the same) to an export that has none: the way a RoPE-only teacher goes on training with them.
+``restore --pos-frames N`` likewise adds a zero table of learned frame positions (``WanConfig.pos_frames``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import jax
 import numpy as np
 
 
-def copy(src: str, dst: str, *, dtype: str, overwrite: bool, pos_grid: tuple[int, int] | None = None) -> Path:
+def copy(
+  src: str, dst: str, *, dtype: str, overwrite: bool, pos_grid: tuple[int, int] | None = None, pos_frames: int = 0
+) -> Path:
   from longlive_jax import checkpoint
 
   cfg, params, adapter, info = checkpoint.load(src)
@@ -38,6 +41,11 @@ def copy(src: str, dst: str, *, dtype: str, overwrite: bool, pos_grid: tuple[int
       "pos_embedding": np.zeros((*pos_grid, cfg.dim), dtype),
       "first_frame_embedding": np.zeros(cfg.dim, dtype),
     }
+  if pos_frames:
+    if cfg.pos_frames:
+      raise SystemExit(f"error: {src} already has learned frame positions (pos_frames {cfg.pos_frames})")
+    cfg = cfg.replace(pos_frames=pos_frames)
+    params = {**params, "frame_embedding": np.zeros((pos_frames, cfg.dim), dtype)}
   meta = {**info.get("meta", {}), "snapshot_of": str(src), "snapshot_dtype": dtype}
   return checkpoint.save(dst, cfg=cfg.replace(param_dtype=dtype), params=params, meta=meta, overwrite=overwrite)
 
@@ -49,14 +57,15 @@ def main(argv=None) -> int:
   p.add_argument("dst")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--pos-grid", type=int, nargs=2, metavar=("H", "W"), help="restore: add zero learned positions")
+  p.add_argument("--pos-frames", type=int, default=0, metavar="N", help="restore: add zero learned frame positions")
   a = p.parse_args(argv)
-  if a.pos_grid and a.action != "restore":
-    p.error("--pos-grid goes with restore")
+  if (a.pos_grid or a.pos_frames) and a.action != "restore":
+    p.error("--pos-grid / --pos-frames go with restore")
   if not Path(a.src).is_dir():
     print(f"error: {a.src}: no such checkpoint folder", file=sys.stderr)
     return 2
   dtype = "bfloat16" if a.action == "save" else "float32"
-  out = copy(a.src, a.dst, dtype=dtype, overwrite=a.overwrite, pos_grid=a.pos_grid)
+  out = copy(a.src, a.dst, dtype=dtype, overwrite=a.overwrite, pos_grid=a.pos_grid, pos_frames=a.pos_frames)
   size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
   print(f"wrote {out}: {size / 2**20:.1f} MiB")
   return 0

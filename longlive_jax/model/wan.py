@@ -74,6 +74,8 @@ class WanDiT(nnx.Module):
     if any(cfg.pos_grid):  # learned absolute positions (not in Wan; see WanConfig.pos_grid), zero at init
       self.pos_embedding = nnx.Param(jnp.zeros((*cfg.pos_grid, cfg.dim), pdt))  # [H', W', D]
       self.first_frame_embedding = nnx.Param(jnp.zeros((cfg.dim,), pdt))  # [D]
+    if cfg.pos_frames:  # learned frame positions (not in Wan; see WanConfig.pos_frames), zero at init
+      self.frame_embedding = nnx.Param(jnp.zeros((cfg.pos_frames, cfg.dim), pdt))  # [N, D]
 
   # ----------------------------------------------------------------------------------------------
   # Pieces, usable on their own by the streaming engine.
@@ -101,23 +103,34 @@ class WanDiT(nnx.Module):
     """Latents ``[B, F, H, W, C]`` at RoPE frame positions ``frame_pos [F]`` -> tokens ``[B, S, D]``.
 
     The patch embedding, plus (with ``cfg.pos_grid``) the learned absolute position of each token in the
-    frame and the first-frame vector on frames at position 0.
+    frame and the first-frame vector on frames at position 0, plus (with ``cfg.pos_frames``) the learned
+    vector of each frame position below ``pos_frames``.
     """
     tokens = self.patch_embedding(self.patchify(x))  # [B, S, D]
-    if not any(self.cfg.pos_grid):
+    if not any(self.cfg.pos_grid) and not self.cfg.pos_frames:
       return tokens
     b, f, h, w, _ = x.shape
     _, ph, pw = self.cfg.patch_size
-    if (h // ph, w // pw) != self.cfg.pos_grid:
-      raise ValueError(
-        f"latents {h}x{w} make a {h // ph}x{w // pw} token grid but this model's learned positions are "
-        f"{self.cfg.pos_grid[0]}x{self.cfg.pos_grid[1]} (pos_grid): generate at its native latent size "
-        f"{self.cfg.pos_grid[0] * ph}x{self.cfg.pos_grid[1] * pw}"
-      )
-    first = (jnp.asarray(frame_pos) == 0).astype(jnp.float32)  # [F]
-    pos = self.pos_embedding[...].astype(jnp.float32)[None]  # [1, H', W', D]
-    pos = pos + first[:, None, None, None] * self.first_frame_embedding[...].astype(jnp.float32)  # [F, H', W', D]
-    pos = pos.reshape(f * (h // ph) * (w // pw), -1)  # [S, D], f-major like the tokens
+    gh, gw = h // ph, w // pw
+    frame_pos = jnp.asarray(frame_pos)
+    pos = jnp.zeros((f, gh, gw, self.cfg.dim), jnp.float32)  # [F, H', W', D]
+    if any(self.cfg.pos_grid):
+      if (gh, gw) != self.cfg.pos_grid:
+        raise ValueError(
+          f"latents {h}x{w} make a {gh}x{gw} token grid but this model's learned positions are "
+          f"{self.cfg.pos_grid[0]}x{self.cfg.pos_grid[1]} (pos_grid): generate at its native latent size "
+          f"{self.cfg.pos_grid[0] * ph}x{self.cfg.pos_grid[1] * pw}"
+        )
+      first = (frame_pos == 0).astype(jnp.float32)  # [F]
+      pos = pos + self.pos_embedding[...].astype(jnp.float32)[None]  # [F, H', W', D]
+      pos = pos + first[:, None, None, None] * self.first_frame_embedding[...].astype(jnp.float32)
+    if self.cfg.pos_frames:
+      n = self.cfg.pos_frames
+      table = self.frame_embedding[...].astype(jnp.float32)  # [N, D]
+      rows = jnp.take(table, jnp.clip(frame_pos, 0, n - 1), axis=0)  # [F, D]
+      rows = rows * ((frame_pos >= 0) & (frame_pos < n)).astype(jnp.float32)[:, None]  # later frames: none
+      pos = pos + rows[:, None, None, :]  # [F, H', W', D]
+    pos = pos.reshape(f * gh * gw, -1)  # [S, D], f-major like the tokens
     return (tokens.astype(jnp.float32) + pos[None]).astype(tokens.dtype)
 
   def time_embed(self, t: Array) -> tuple[Array, Array]:

@@ -3,6 +3,7 @@
 Actions (each a step of ``experiments/toyworld/train_all.sh``, or a tool for users):
   prompts     captions of the world's training combinations (``--pairs``: with a natural edit each) -> .npz
   latents     rendered clips encoded with a trained VAE + caption embeddings -> .npz (the teacher's data)
+  centred     the clips of a latents .npz that start near the centre -> .npz (the teacher's second phase)
   ode-pairs   the teacher's guided ODE trajectories for prompts -> .npz (the ode-init stage's data)
   assemble    DiT export + VAE export + the frozen text encoder + tokenizer -> one whole-model checkpoint
   render      the world's own ground-truth video for prompts (with switches) -> .mp4 / PNG strip
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +57,10 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--centre-fraction", type=_fraction, default=0.0, help="fraction of clips starting near the centre (default 0)"
   )
+
+  q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
+  q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
+  q.add_argument("--out", required=True, help="the .npz to write")
 
   q = acts.add_parser("ode-pairs", help="the teacher's guided ODE trajectories (ode-init data)")
   q.add_argument("--teacher", required=True, help="the teacher stage's export folder")
@@ -112,6 +118,7 @@ def cmd_toyworld(a) -> int:
     "text": _text,
     "prompts": _prompts,
     "latents": _latents,
+    "centred": _centred,
     "ode-pairs": _ode_pairs,
     "assemble": _assemble,
     "render": _render,
@@ -144,6 +151,18 @@ def _latents(a) -> int:
     centre_fraction=a.centre_fraction,
   )
   print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
+  return 0
+
+
+def _centred(a) -> int:
+  from longlive_jax.toyworld import data
+
+  try:
+    out, kept, total = data.select_centred(a.latents, a.out)
+  except (OSError, ValueError) as e:
+    print(f"longlive-jax toyworld centred: error: {e}", file=sys.stderr)
+    return 2
+  print(f"wrote {out}: {kept} of {total} clips (those starting near the centre)")
   return 0
 
 

@@ -9,7 +9,8 @@ The other stages read ``.npz`` files of stacked records (``data.source: X.npz``)
 
   * :func:`build_latents` (teacher): ``latents [N, F, h, w, C]`` encoded with a trained VAE and
     ``text_embedding [N, L, D]``; a ``caption_dropout`` fraction of records get the empty prompt's
-    embedding (the unconditional branch that classifier-free guidance needs), ``prompt`` records which;
+    embedding (the unconditional branch that classifier-free guidance needs), ``prompt`` records which,
+    ``centred`` which clips start near the centre (:func:`select_centred` keeps those);
   * :func:`build_prompts` (ODE pairs, Self-Forcing): ``prompt [N]``;
   * :func:`build_prompt_pairs` (streaming long tuning): ``prompt_a [N]``, ``prompt_b [N]`` (a natural
     edit of ``prompt_a``).
@@ -86,9 +87,13 @@ class ClipSource:
   def __len__(self) -> int:
     return self.num_records
 
+  def centred(self, index: int) -> bool:
+    """Whether clip ``index`` starts near the centre (drawn from ``(seed, index)``, independent of the scene)."""
+    return self.centre_fraction > 0 and np.random.default_rng([self.seed, index, 7]).random() < self.centre_fraction
+
   def scene(self, index: int) -> Scene:
     rng = clip_rng(self.seed, index)
-    centred = self.centre_fraction > 0 and np.random.default_rng([self.seed, index, 7]).random() < self.centre_fraction
+    centred = self.centred(index)
     return sample_scene(
       rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob,
       start_spread=self.centre_spread if centred else None,
@@ -148,6 +153,24 @@ def build_latents(
     x = jnp.asarray(video, jnp.float32) / 127.5 - 1.0
     lat.append(np.asarray(encode(vae, x), np.float32))  # [b, F, h, w, C]
   emb = encode_text(captions)  # [N, L, D]
+  centred = np.asarray([src.centred(i) for i in range(num)])
   return save_npz_records(
-    path, latents=np.concatenate(lat), text_embedding=np.asarray(emb, np.float32), prompt=np.asarray(captions)
+    path,
+    latents=np.concatenate(lat),
+    text_embedding=np.asarray(emb, np.float32),
+    prompt=np.asarray(captions),
+    centred=centred,
   )
+
+
+def select_centred(path: str | Path, out: str | Path) -> tuple[Path, int, int]:
+  """Writes the records of ``path`` (a :func:`build_latents` file) whose clips start near the centre to ``out``;
+  returns ``(out, kept, total)``. The toy teacher's second phase trains on them (``configs/toyworld/teacher.yaml``)."""
+  with np.load(path, allow_pickle=False) as z:
+    arrays = {k: z[k] for k in z.files}
+  if "centred" not in arrays:
+    raise ValueError(f"{path} has no 'centred' array (arrays: {sorted(arrays)}); write it with `toyworld latents`")
+  keep = np.asarray(arrays["centred"], bool)
+  if not keep.any():
+    raise ValueError(f"{path}: no clip starts near the centre (made with --centre-fraction 0?)")
+  return save_npz_records(out, **{k: v[keep] for k, v in arrays.items()}), int(keep.sum()), int(keep.size)
