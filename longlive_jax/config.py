@@ -58,12 +58,13 @@ class WanConfig:
       (the toy world's centred clips) needs the absolute position. The first-frame vector depends on the
       RoPE position only, so streaming stays equal to the full forward: position 0 is a stream's first
       block (an empty cache), and in relative-RoPE mode the oldest frame a recache rebuilds without a sink.
+      Inputs must then have exactly that token grid.
     pos_frames: ``N > 0`` adds a learned ``[N, dim]`` table over RoPE frame positions (zero at init): a
       frame at position ``p < N`` gets row ``p``, later frames nothing (0: none, Wan). Why: from pure noise a
       RoPE-only DiT cannot tell how far a frame is from the clip's start, so it cannot draw a caption's mean
       clip when that mean moves (the toy world's centred clips: frame ``k``'s object is ``k`` steps along the
-      motion from the centre). Positions are absolute video frames, so streaming equals the full forward.
-      Inputs must then have exactly that token grid.
+      motion from the centre). Rows follow the RoPE frame positions (absolute frames, or in relative-RoPE
+      mode the window's), so streaming equals the full forward.
     attention_impl: attention kernel (never changes parameters or, beyond rounding, results):
       "auto" (cuDNN on a CUDA GPU with 16-bit dtype, splash on a TPU with head size a multiple of
       128, else "chunked" for large calls, else "xla"), "xla" (plain einsum softmax, the

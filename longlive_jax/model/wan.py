@@ -128,7 +128,7 @@ class WanDiT(nnx.Module):
       n = self.cfg.pos_frames
       table = self.frame_embedding[...].astype(jnp.float32)  # [N, D]
       rows = jnp.take(table, jnp.clip(frame_pos, 0, n - 1), axis=0)  # [F, D]
-      rows = rows * ((frame_pos >= 0) & (frame_pos < n)).astype(jnp.float32)[:, None]  # later frames: none
+      rows = rows * (frame_pos < n).astype(jnp.float32)[:, None]  # later frames: none
       pos = pos + rows[:, None, None, :]  # [F, H', W', D]
     pos = pos.reshape(f * gh * gw, -1)  # [S, D], f-major like the tokens
     return (tokens.astype(jnp.float32) + pos[None]).astype(tokens.dtype)

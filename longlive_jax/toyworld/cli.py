@@ -3,7 +3,7 @@
 Actions (each a step of ``experiments/toyworld/train_all.sh``, or a tool for users):
   prompts     captions of the world's training combinations (``--pairs``: with a natural edit each) -> .npz
   latents     rendered clips encoded with a trained VAE + caption embeddings -> .npz (the teacher's data)
-  centred     the clips of a latents .npz that start near the centre -> .npz (the teacher's second phase)
+  centred     the clips of a latents .npz that start near the centre -> .npz (a teacher's centred-only phase)
   ode-pairs   the teacher's guided ODE trajectories for prompts -> .npz (the ode-init stage's data)
   assemble    DiT export + VAE export + the frozen text encoder + tokenizer -> one whole-model checkpoint
   render      the world's own ground-truth video for prompts (with switches) -> .mp4 / PNG strip

@@ -165,9 +165,11 @@ def build_latents(
 
 def select_centred(path: str | Path, out: str | Path) -> tuple[Path, int, int]:
   """Writes the records of ``path`` (a :func:`build_latents` file) whose clips start near the centre to ``out``;
-  returns ``(out, kept, total)``. The toy teacher's second phase trains on them (``configs/toyworld/teacher.yaml``)."""
-  with np.load(path, allow_pickle=False) as z:
-    arrays = {k: z[k] for k in z.files}
+  returns ``(out, kept, total)``. A teacher can go on training on them alone (``data.source``): there a caption's
+  mean clip holds a whole object, not the faint one of a mixed set."""
+  from longlive_jax.data.pipeline import NpzRecords
+
+  arrays = NpzRecords(path).arrays  # names the file when it is not a readable .npz of records
   if "centred" not in arrays:
     raise ValueError(f"{path} has no 'centred' array (arrays: {sorted(arrays)}); write it with `toyworld latents`")
   keep = np.asarray(arrays["centred"], bool)
