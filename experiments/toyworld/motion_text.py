@@ -50,6 +50,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   fresh_clips.add_model_arguments(ap)
   ap.add_argument("--out", help="also write the figures as JSON here")
+  ap.add_argument("--frames", type=int, default=21, help="latent frames per clip (the first of the 21)")
   a = ap.parse_args()
 
   from longlive_jax.toyworld import evaluate as ev
@@ -57,6 +58,7 @@ def main() -> int:
 
   dit, vae, enc = ev.load_models(a.dit, a.vae)
   x0, prompts = pooling.clips(enc, a.vae_encoder, "stays still", 12, 1000)
+  x0 = x0[:, : a.frames]  # [N, F, H, W, C]
   eps = jax.random.normal(jax.random.key(0), x0.shape)
   rows = {}
   for s in SIGMAS:

@@ -59,6 +59,7 @@ def main() -> int:
   ap.add_argument("--strips", help="also write one PNG strip per variant into this folder")
   ap.add_argument("--out", help="also write the accuracies as JSON here")
   ap.add_argument("--by-motion", type=int, default=0, help="sample N prompts per motion instead of the clips'")
+  ap.add_argument("--frames", type=int, default=21, help="latent frames per sample (with --by-motion)")
   a = ap.parse_args()
 
   from longlive_jax.toyworld import evaluate as ev
@@ -70,7 +71,7 @@ def main() -> int:
   if a.by_motion:
     dit, vae, enc = ev.load_models(a.dit, a.vae)
     prompts = fresh_clips.motion_prompts(a.by_motion)
-    shape = (len(prompts), 21, render.LATENT_SIZE, render.LATENT_SIZE, dit.cfg.out_dim)
+    shape = (len(prompts), a.frames, render.LATENT_SIZE, render.LATENT_SIZE, dit.cfg.out_dim)
   else:
     dit, vae, enc, x0, prompts = fresh_clips.load(a)  # the clips' prompts and shape
     shape = x0.shape
@@ -110,7 +111,13 @@ def main() -> int:
     if a.strips:
       Path(a.strips).mkdir(parents=True, exist_ok=True)
       rows_shown = range(0, n, a.by_motion) if a.by_motion else range(min(n, 4))  # one per motion
-      strip = np.concatenate([np.concatenate(list(videos[i, 8:80:16]), 1) for i in rows_shown], 0)
+      strip = np.concatenate(
+        [
+          np.concatenate(list(videos[i, 8 : 4 * a.frames - 1 : max(1, (4 * a.frames - 9) // 5)][:5]), 1)
+          for i in rows_shown
+        ],
+        0,
+      )
       _write_png(Path(a.strips) / f"{variant.replace(':', '_')}.png", strip)
   if a.out:
     Path(a.out).write_text(json.dumps({"dit": a.dit, "clips": n, "seed": a.seed, "rows": rows}, indent=1) + "\n")
