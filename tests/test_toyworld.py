@@ -153,6 +153,13 @@ def test_latents_record_centred_starts_and_the_centred_subset(tmp_path, monkeypa
   with np.load(tmp_path / "c.npz") as z:
     for k in full:
       np.testing.assert_array_equal(z[k], full[k][want])
+  assert cli.main(["toyworld", "centred", str(path), "--out", str(tmp_path / "c1.npz"), "--frames", "1"]) == 0
+  with np.load(tmp_path / "c1.npz") as z:
+    np.testing.assert_array_equal(z["latents"], full["latents"][want][:, :1])
+    np.testing.assert_array_equal(z["prompt"], full["prompt"][want])
+  capsys.readouterr()
+  assert cli.main(["toyworld", "centred", str(path), "--out", str(tmp_path / "c3.npz"), "--frames", "3"]) == 2
+  assert "frames must be in [1, 2]" in capsys.readouterr().err
   np.savez(tmp_path / "old.npz", latents=full["latents"])
   assert cli.main(["toyworld", "centred", str(tmp_path / "old.npz"), "--out", str(tmp_path / "x.npz")]) == 2
   err = capsys.readouterr().err

@@ -380,3 +380,34 @@ def test_missing_stage_module_is_a_clear_error():
     stages.lazy("no_such_stage")(None)
   with pytest.raises(stages.StageError, match="unknown training stage 'x'; valid stages: teacher"):
     stages.get_stage("x")
+
+
+def test_train_all_feeds_each_stage_what_an_earlier_step_made():
+  """experiments/toyworld/train_all.sh runs the toy-world configs in order; every checkpoint a config starts from
+  (``model.checkpoint``, the DMD stages' teacher and critic) must be the export of a config run before it, or a
+  folder an earlier line of the script writes. A config pointing at a stale run would train for hours on it."""
+  import re
+
+  import yaml
+
+  script = (REPO / "experiments/toyworld/train_all.sh").read_text()
+  made: list[str] = []
+  last_teacher = None
+  order = [m.group(1) for m in re.finditer(r"configs/toyworld/(\w+)\.yaml", script)]
+  assert order[:2] == ["vae", "teacher"] and order[-1] == "streaming_long", order
+  for name in order:
+    cfg = yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text())
+    wanted = [cfg.get("model", {}).get("checkpoint")]
+    wanted += [(cfg.get("options") or {}).get(k, {}).get("checkpoint") for k in ("teacher", "critic")]
+    for path in filter(None, wanted):
+      assert (
+        path in made or path.replace("runs/toyworld", "$RUN") in script.split(f"configs/toyworld/{name}.yaml")[0]
+      ), f"{name}.yaml starts from {path}, which no earlier step of train_all.sh makes"
+    if cfg["stage"] == "teacher":
+      last_teacher = cfg["run_dir"] + "/export"
+    for key in ("teacher", "critic"):  # DMD scores with the teacher's final phase, not an earlier one
+      path = (cfg.get("options") or {}).get(key, {}).get("checkpoint")
+      assert path in (None, last_teacher), f"{name}.yaml: options.{key} is {path}, the teacher is {last_teacher}"
+    made.append(cfg["run_dir"] + "/export")
+  ode = re.search(r"ode-pairs --teacher \"([^\"]+)\"", script).group(1)
+  assert ode == last_teacher.replace("runs/toyworld", "$RUN"), (ode, last_teacher)

@@ -27,7 +27,7 @@ import numpy as np
 
 RUN = Path("runs/toyworld")
 STAGES = {
-  "teacher": "teacher/export",
+  "teacher": "teacher_long/export",
   "ode_init": "ode_init/export",
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",

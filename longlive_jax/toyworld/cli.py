@@ -61,6 +61,7 @@ def add_toyworld(sub) -> None:
   q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
   q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
   q.add_argument("--out", required=True, help="the .npz to write")
+  q.add_argument("--frames", type=int, default=None, help="keep each clip's first N latents (default: all)")
 
   q = acts.add_parser("ode-pairs", help="the teacher's guided ODE trajectories (ode-init data)")
   q.add_argument("--teacher", required=True, help="the teacher stage's export folder")
@@ -158,7 +159,7 @@ def _centred(a) -> int:
   from longlive_jax.toyworld import data
 
   try:
-    out, kept, total = data.select_centred(a.latents, a.out)
+    out, kept, total = data.select_centred(a.latents, a.out, frames=a.frames)
   except (OSError, ValueError) as e:
     print(f"longlive-jax toyworld centred: error: {e}", file=sys.stderr)
     return 2

@@ -163,10 +163,15 @@ def build_latents(
   )
 
 
-def select_centred(path: str | Path, out: str | Path) -> tuple[Path, int, int]:
+def select_centred(path: str | Path, out: str | Path, *, frames: int | None = None) -> tuple[Path, int, int]:
   """Writes the records of ``path`` (a :func:`build_latents` file) whose clips start near the centre to ``out``;
   returns ``(out, kept, total)``. A teacher can go on training on them alone (``data.source``): there a caption's
-  mean clip holds a whole object, not the faint one of a mixed set."""
+  mean clip holds a whole object, not the faint one of a mixed set.
+
+  ``frames``: keep only each clip's first ``frames`` latents (``latents [N, F, H, W, C]`` cut to ``F = frames``).
+  The toy teacher learnt to take an object's motion from the text on 9-latent clips, which it had not in 10000
+  steps on 21 (README).
+  """
   from longlive_jax.data.pipeline import NpzRecords
 
   arrays = NpzRecords(path).arrays  # names the file when it is not a readable .npz of records
@@ -175,4 +180,10 @@ def select_centred(path: str | Path, out: str | Path) -> tuple[Path, int, int]:
   keep = np.asarray(arrays["centred"], bool)
   if not keep.any():
     raise ValueError(f"{path}: no clip starts near the centre (made with --centre-fraction 0?)")
-  return save_npz_records(out, **{k: v[keep] for k, v in arrays.items()}), int(keep.sum()), int(keep.size)
+  kept = {k: v[keep] for k, v in arrays.items()}
+  if frames is not None:
+    have = kept["latents"].shape[1]
+    if not 1 <= frames <= have:
+      raise ValueError(f"{path}: frames must be in [1, {have}] (its clips have {have} latents), got {frames}")
+    kept["latents"] = kept["latents"][:, :frames]  # [N, frames, H, W, C]
+  return save_npz_records(out, **kept), int(keep.sum()), int(keep.size)
