@@ -1,8 +1,8 @@
 """Can the teacher memorise a handful of clips, motion included? A pipeline check below the scale question.
 
-  python experiments/toyworld/overfit.py subset --data runs/toyworld/data4/latents_centred.npz --out D/data.npz
+  python experiments/toyworld/overfit.py subset --data runs/toyworld/data/latents_centred.npz --out D/data.npz
   longlive-jax train configs/toyworld/teacher.yaml run_dir=D data.source=D/data.npz ...
-  python experiments/toyworld/overfit.py check --dit D/export --data D/data.npz --vae runs/toyworld/vae4/export
+  python experiments/toyworld/overfit.py check --dit D/export --data D/data.npz --vae runs/toyworld/vae/export
 
 ``subset`` keeps the first clip of each motion (and two more): 8 captioned clips. ``check`` asks the trained
 teacher for each caption's clip from pure noise two ways: the one-step estimate at sigma 1 (for 8 clips with 8
@@ -24,12 +24,14 @@ import numpy as np
 
 
 def subset(a) -> int:
+  from longlive_jax.toyworld import grammar
+
   with np.load(a.data) as z:
     prompts = [str(p) for p in z["prompt"]]
-    picked, seen = [], set()
+    picked, seen = [], set()  # each motion's first clip, then every clip once all motions are in
     for i, p in enumerate(prompts):
-      motion = p.split(" on ")[0].split(" ", 3)[-1] if p else ""
-      if p and (motion not in seen or len(picked) < a.num and len(seen) >= 6):
+      motion = grammar.parse(p).motion if p else None
+      if motion is not None and (motion not in seen or len(seen) == len(grammar.MOTIONS)):
         seen.add(motion)
         picked.append(i)
       if len(picked) == a.num:
@@ -85,7 +87,7 @@ def main() -> int:
   c = sub.add_parser("check")
   c.add_argument("--dit", required=True)
   c.add_argument("--data", required=True)
-  c.add_argument("--vae", default="runs/toyworld/vae4/export")
+  c.add_argument("--vae", default="runs/toyworld/vae/export")
   c.add_argument("--draws", type=int, default=4)
   c.add_argument("--out")
   a = ap.parse_args()
