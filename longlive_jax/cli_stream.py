@@ -56,9 +56,15 @@ def _add_stream_options(p) -> None:
   p.add_argument(
     "--seed", type=int, default=0, help="PRNG seed of the noise, 0 to 2**32 - 1 (block b draws from fold_in(seed, b))"
   )
-  p.add_argument("--block-frames", type=int, default=3, help="latent frames per block (num_frame_per_block)")
-  p.add_argument("--sink", type=int, default=3, help="sink frames kept forever (sink_size)")
-  p.add_argument("--window", type=int, default=12, help="attention window in frames, incl. sink (local_attn_size)")
+  p.add_argument(
+    "--block-frames", type=int, help="latent frames per block (num_frame_per_block; default: the checkpoint's, else 3)"
+  )
+  p.add_argument("--sink", type=int, help="sink frames kept forever (sink_size; default: the checkpoint's, else 3)")
+  p.add_argument(
+    "--window",
+    type=int,
+    help="attention window in frames, incl. sink (local_attn_size; default: the checkpoint's, else 12)",
+  )
   p.add_argument(
     "--relative-rope", action="store_true", help="infinity mode: RoPE relative to the window, no 1024-frame limit"
   )
@@ -107,6 +113,14 @@ def _resolve_checkpoint(a) -> dict:
     a.width = native[1] if native else 104
   if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
+  trained = meta.get("stream") or {}  # the streaming settings a whole-model checkpoint was trained with
+  for arg, key, default in (
+    ("block_frames", "block_frames", 3),
+    ("sink", "sink_frames", 3),
+    ("window", "window_frames", 12),
+  ):
+    if getattr(a, arg, None) is None:
+      setattr(a, arg, int(trained.get(key, default)))
   return info
 
 

@@ -164,3 +164,30 @@ def test_bad_prompt_scripts(tmp_path):
     srun.read_prompt_script(p)
   p.write_text('{"prompts": ["a", "b"]}\n')
   assert srun.read_prompt_script(p, switch_frames=[6])[0].switch_frames == (6,)
+
+
+@pytest.mark.parametrize(
+  "stream, given, want",
+  [
+    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {}, (3, 2, 9)),
+    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {"window": 6, "sink": 1}, (3, 1, 6)),
+    (None, {}, (3, 3, 12)),  # a converted LongLive checkpoint: LongLive's inference settings
+  ],
+)
+def test_stream_settings_default_to_what_the_checkpoint_was_trained_with(monkeypatch, stream, given, want):
+  """The toy-world model is trained with a 9-frame window; streaming it with LongLive's 12 would show it context it
+  never saw. The flags win over the checkpoint's metadata."""
+  import argparse
+
+  from longlive_jax import checkpoint, cli_stream
+
+  meta = {"meta": {"fps": 16.0, **({"stream": stream} if stream else {})}}
+  monkeypatch.setattr(checkpoint, "read_meta", lambda path: meta)
+  monkeypatch.setattr(checkpoint, "native_latent_size", lambda info: (16, 16))
+  a = argparse.Namespace(
+    checkpoint="ckpt", height=None, width=None, fps=None, block_frames=None, sink=None, window=None
+  )
+  for k, v in given.items():
+    setattr(a, k, v)
+  cli_stream._resolve_checkpoint(a)
+  assert (a.block_frames, a.sink, a.window) == want and (a.height, a.width, a.fps) == (16, 16, 16.0)

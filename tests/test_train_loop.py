@@ -411,3 +411,15 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
     made.append(cfg["run_dir"] + "/export")
   ode = re.search(r"ode-pairs --teacher \"([^\"]+)\"", script).group(1)
   assert ode == last_teacher.replace("runs/toyworld", "$RUN"), (ode, last_teacher)
+  # Every teacher call scores windows as long as the clips it was trained on (a bidirectional teacher trained on
+  # 9 latents and asked about 21 draws worse motion and shape): the data, the ODE trajectories and the DMD windows.
+  frames = {
+    "latents": re.search(r"toyworld latents [^\n]*\n?[^\n]*--latent-frames (\d+)", script),
+    "ode-pairs": re.search(r"ode-pairs [^\n]*\n?[^\n]*--latent-frames (\d+)", script),
+  }
+  assert all(frames.values()), f"train_all.sh must pass --latent-frames to latents and ode-pairs: {frames}"
+  n = {k: int(m.group(1)) for k, m in frames.items()}
+  opts = {name: yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text())["options"] for name in order[2:]}
+  n["self_forcing"] = opts["self_forcing"]["num_training_frames"]
+  n.update({k: o["streaming_chunk_size"] for k, o in opts.items() if "streaming_chunk_size" in o})
+  assert len(set(n.values())) == 1, f"latent lengths differ: {n}"

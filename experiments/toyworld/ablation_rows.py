@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-TRAIN_LEN = 21  # latent frames of a training clip (81 video frames, ~5 s)
+TRAIN_LEN = 9  # latent frames of a training clip and DMD window (33 video frames, ~2 s)
 NOISE_SEED = 10_000  # noise of the evaluation; training draws come from the train states' keys (seed 0)
 ATTRS = ("background", "colour", "shape", "motion", "all")
 

@@ -58,7 +58,7 @@ import ablation_rows as ar  # noqa: E402
 RUN = Path("runs/toyworld")
 _TRAIN = "`longlive-jax train configs/toyworld/{}.yaml` (a step of experiments/toyworld/train_all.sh)"
 MODELS = {  # name: (export under --run, producer)
-  "teacher": ("teacher_long/export", _TRAIN.format("teacher_long")),
+  "teacher": ("teacher/export", _TRAIN.format("teacher")),
   "ode_init": ("ode_init/export", _TRAIN.format("ode_init")),
   "self_forcing": ("self_forcing/export", _TRAIN.format("self_forcing")),
   "streaming_long": ("streaming_long/export", _TRAIN.format("streaming_long")),

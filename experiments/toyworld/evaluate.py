@@ -8,7 +8,7 @@ Stage 2 (streaming long tuning), each on
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
 
-at the training length (21 latent frames = 81 video frames, 5 s) and at 10x it (210 latent frames, 52 s;
+at the training length (9 latent frames = 33 video frames, 2 s) and at 10x it (90 latent frames, 22 s;
 causal models only: the bidirectional teacher attends over its whole clip). Then the shipped model's targets:
 10-second videos (>= 90% on every attribute) and 2-minute videos (the last 10 s within 5 points of the
 first 10 s). Results are cached per row in ``--cache`` (default ``runs/toyworld/eval``), so an interrupted run
@@ -27,12 +27,12 @@ import numpy as np
 
 RUN = Path("runs/toyworld")
 STAGES = {
-  "teacher": "teacher_long/export",
+  "teacher": "teacher/export",
   "ode_init": "ode_init/export",
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
 }
-TRAIN_LEN = 21
+TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)
 NOISE_SEED = 10_000  # training draws come from the train states' keys (seed 0): disjoint
 
 

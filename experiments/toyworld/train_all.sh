@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
-#   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher (5 phases) -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
+#   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
 #   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -27,30 +27,15 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
 
 step text $LL toyworld text --out longlive_jax/toyworld/text_encoder.npz
 step vae $LL train configs/toyworld/vae.yaml
-step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents.npz" --num 2000 --centre-fraction 0.5
-# The teacher in five phases (each config says why; README): mixed clips -> centred clips -> + learned frame
-# positions -> centred 9-latent clips (where it learnt motion from the text) -> mixed 21-latent clips.
-step centred-data $LL toyworld centred "$DATA/latents.npz" --out "$DATA/latents_centred.npz"
-step short-data $LL toyworld centred "$DATA/latents.npz" --out "$DATA/latents_centred_f9.npz" --frames 9
+step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9.npz" --num 4000 \
+  --latent-frames 9 --centre-fraction 0.7 --seed 11
+# The teacher in one run on 9-latent clips, 70% starting near the centre (configs/toyworld/teacher.yaml says why).
 step teacher $LL train configs/toyworld/teacher.yaml
-teacher_centred() {  # phase 2 goes on from phase 1's last checkpoint (optimizer and EMA too), once
-  if [ ! -d "$RUN/teacher_centred/checkpoints" ]; then
-    mkdir -p "$RUN/teacher_centred/checkpoints"
-    cp -r "$RUN/teacher/checkpoints/2250" "$RUN/teacher_centred/checkpoints/"
-  fi
-  $LL train configs/toyworld/teacher_centred.yaml
-}
-step teacher-centred teacher_centred
-step teacher-frames-init python experiments/toyworld/snapshot.py restore "$RUN/teacher_centred/export" \
-  "$RUN/teacher_frames_init" --pos-frames 21 --overwrite
-step teacher-frames $LL train configs/toyworld/teacher_frames.yaml
-step teacher-short $LL train configs/toyworld/teacher_short.yaml
-step teacher-long $LL train configs/toyworld/teacher_long.yaml
 step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
 step ode-prompts $LL toyworld prompts --out "$DATA/ode_prompts.npz" --num 480 --seed 1
 step prompt-pairs $LL toyworld prompts --pairs --out "$DATA/prompt_pairs.npz" --num 2000 --seed 2
-step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher_long/export" \
-  --prompts "$DATA/ode_prompts.npz" --out "$DATA/ode_pairs.npz"
+step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
+  --prompts "$DATA/ode_prompts.npz" --out "$DATA/ode_pairs.npz" --latent-frames 9
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
 step streaming-long $LL train configs/toyworld/streaming_long.yaml
@@ -59,7 +44,7 @@ import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "teacher", "teacher_centred", "teacher_frames", "teacher_short", "teacher_long", "ode_init", "self_forcing", "streaming_long"):
+for stage in ("vae", "teacher", "ode_init", "self_forcing", "streaming_long"):
   lines = (run / stage / "logs" / "metrics.jsonl").read_text().splitlines()
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))

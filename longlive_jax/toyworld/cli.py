@@ -82,6 +82,10 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="stored weight dtype (default bfloat16)"
   )
+  q.add_argument("--sink", type=int, default=3, help="sink frames it was trained with (default 3)")
+  q.add_argument(
+    "--window", type=int, default=9, help="attention window incl. sink it was trained with (local_attn_size; default 9)"
+  )
   q.add_argument("--meta", help="a JSON file of extra metadata (training record)")
   q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -197,7 +201,7 @@ def _assemble(a) -> int:
   from longlive_jax.toyworld.render import FPS
 
   meta = json.loads(Path(a.meta).read_text()) if a.meta else {}
-  stream = {"block_frames": 3, "sink_frames": 3, "window_frames": 12}
+  stream = {"block_frames": 3, "sink_frames": a.sink, "window_frames": a.window}
   out = assemble(
     a.out, dit_checkpoint=a.dit, vae_checkpoint=a.vae, size=a.size, fps=FPS, stream=stream, dtype=a.dtype,
     meta=meta, overwrite=a.overwrite,

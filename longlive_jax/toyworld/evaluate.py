@@ -31,11 +31,12 @@ from longlive_jax.toyworld.render import FPS, LATENT_SIZE, latent_to_video_frame
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StreamSettings:
-  """How a causal model is run (LongLive's inference defaults)."""
+  """How a causal model is run: LongLive's inference settings scaled to the toy recipe, whose teacher and DMD
+  windows are 9 latents (configs/toyworld: sink 3, local_attn_size 9; LongLive: 3 and 12 of 21)."""
 
   block_frames: int = 3
   sink_frames: int = 3
-  window_frames: int = 12
+  window_frames: int = 9
   switch_mode: str = "recache"
   global_sink: bool = True
 
