@@ -198,3 +198,14 @@ def native_latent_size(info: Mapping[str, Any]) -> tuple[int, int] | None:
   vae = (info.get("components") or {}).get("vae")
   stride = 2 ** (len(vae["config"].get("dim_mult", (1, 2, 4, 4))) - 1) if vae and vae.get("config") else 8
   return int(native[0]) // stride, int(native[1]) // stride
+
+
+STREAM_DEFAULTS = {"block_frames": 3, "sink_frames": 3, "window_frames": 12}  # LongLive's inference settings
+
+
+def trained_stream(info: Mapping[str, Any]) -> dict[str, int]:
+  """``{block_frames, sink_frames, window_frames}`` a checkpoint was trained to stream with (``read_meta`` output):
+  its metadata's ``stream`` entry (written by ``toyworld assemble``), else LongLive's (3, 3, 12). Streaming with
+  a wider window than the model was trained with shows it context it never saw."""
+  stream = (info.get("meta") or {}).get("stream") or {}
+  return {k: int(stream.get(k, v)) for k, v in STREAM_DEFAULTS.items()}

@@ -113,14 +113,10 @@ def _resolve_checkpoint(a) -> dict:
     a.width = native[1] if native else 104
   if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
-  trained = meta.get("stream") or {}  # the streaming settings a whole-model checkpoint was trained with
-  for arg, key, default in (
-    ("block_frames", "block_frames", 3),
-    ("sink", "sink_frames", 3),
-    ("window", "window_frames", 12),
-  ):
+  trained = checkpoint.trained_stream(info)  # the settings the model was trained with, unless the flags say otherwise
+  for arg, key in (("block_frames", "block_frames"), ("sink", "sink_frames"), ("window", "window_frames")):
     if getattr(a, arg, None) is None:
-      setattr(a, arg, int(trained.get(key, default)))
+      setattr(a, arg, trained[key])
   return info
 
 

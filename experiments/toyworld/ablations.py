@@ -7,27 +7,27 @@
 Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise seeds never used in training, and
 ``held_out``, the 54 combinations of ``grammar.split_combinations("held_out")``, always reported separately. Rows:
 
-1. ``long/*``: long videos (10x the 21-frame training length = 210 latent frames, ~52 s) from the ODE init (the
+1. ``long/*``: long videos (10x the 9-frame training length = 90 latent frames, ~22 s) from the ODE init (the
    cheap stand-in for a teacher-forcing baseline: block-causal regression on the teacher's trajectories, never
    conditioned on its own rollouts), Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and the shipped
    model if present: accuracy per time bin (one training length each) and quality (1 - artefact fraction) of
    the first / last 10 s. TODO: a teacher-forcing baseline proper (the causal generator trained on CLEAN context
    frames, Self-Forcing's "TF" row) has no training stage here; the ODE init's context blocks are noised
    (diffusion-forcing style), so it is only the nearest existing one.
-2. ``switch/*``: one prompt switch at latent frame 21 (videos of 42): KV-recache with the global sink, recache
+2. ``switch/*``: one prompt switch at latent frame 9 (videos of 27): KV-recache with the global sink, recache
    without it (``global_sink`` only changes the recache, so keep and clear run once), keep cache, clear cache,
    and Stage 2 trained without the training-time recache (``configs/toyworld/streaming_long_norecache.yaml``;
    "not trained" until its export exists). Adherence: accuracy against the new prompt within 1, 2 and 4 blocks
    after the switch (one-block judge windows from the switch frame); smoothness: ``score()``'s switch entry
    (continuity, median jump px, median spike relative to the world's own change). ``switch/ground_truth`` is the
    world's render of the same scripts, judged the same way: the reference for all of them.
-3. ``attention/*``: Stage 2 with window 12 + sink 3 (LongLive's default; the videos of ``long/streaming_long``),
-   window 12 without sink, window 21 + sink 3, and full causal attention (window = the video's 210 frames,
-   3360 keys: it fits). Consistency over the long video (accuracy per bin; background and shape first -> last
+3. ``attention/*``: Stage 2 with window 9 + sink 3 (the toy recipe's, trained with; LongLive: 12 + 3 of its
+   21-frame windows; the videos of ``long/streaming_long``), window 9 without sink, window 18 + sink 3, and full
+   causal attention (window = the video's 90 frames, 1440 keys: it fits). Consistency over the long video (accuracy per bin; background and shape first -> last
    bin) and cost per block: measured ms at batch 1 (median of warm blocks) and analytic matmul FLOPs
    (``longlive_jax.stream.flops.block_flops``; unfilled slots are masked, not skipped, so counted).
 4. ``steps/*``: the 4-step Stage 2 student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
-   (CFG 3), 21 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
+   (CFG 3), 9 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
 
 Exports under ``--run``: ``teacher/``, ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
 ``streaming_long_norecache/`` (optional) and ``vae/export``; the shipped model is ``--model`` or
@@ -97,9 +97,9 @@ def row_specs(plan: ar.Plan) -> list[dict]:
     )
   )
   for key, label, window, sink in (
-    ("w12_sink3", "window 12 + sink 3 (LongLive)", 12, 3),
-    ("w12_nosink", "window 12, no sink", 12, 0),
-    ("w21_sink3", "window 21 + sink 3", 21, 3),
+    ("w9_sink3", "window 9 + sink 3 (trained with)", 9, 3),
+    ("w9_nosink", "window 9, no sink", 9, 0),
+    ("w18_sink3", "window 18 + sink 3", 18, 3),
     ("full", f"full causal (window {plan.long_frames})", plan.long_frames, 3),
   ):
     rows.append(
@@ -197,7 +197,7 @@ def run_row(spec: dict, ctx: Context, done: dict) -> dict:
     save_strip(ctx, spec["key"], videos[0])
   else:  # long, attention, steps: one prompt per video, no switch
     prompts, where = ar.flat(ctx.prompts)
-    reuse = done.get("long/streaming_long") if spec["key"] == "attention/w12_sink3" else None
+    reuse = done.get("long/streaming_long") if spec["key"] == "attention/w9_sink3" else None
     if reuse is not None and "splits" in reuse:
       out["splits"] = reuse["splits"]
     else:

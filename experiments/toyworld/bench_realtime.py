@@ -4,7 +4,7 @@ and the time to the first frame after the model is loaded, on a first and a seco
   python experiments/toyworld/bench_realtime.py --out experiments/results/toyworld_realtime.json
 
 * Steady rate (in process): the CLI's path, block by block: the compiled block step (4 denoising steps + the
-  cache-writing pass, sink 3 + window 12) and the streaming VAE decode of the block, synchronised on the
+  cache-writing pass, with the sink and window it was trained with) and the streaming VAE decode of the block, synchronised on the
   pixels; blocks 5..N timed, median and mean reported as video frames/s (12 frames per block).
 * Time to first frame (subprocesses of ``longlive-jax generate``): the CLI's "first block" time, which runs
   from the loaded model to the first decoded block, in a fresh process with an empty JAX compilation cache
@@ -41,7 +41,7 @@ def steady(ckpt: str, blocks: int) -> dict:
   info = checkpoint.read_meta(ckpt)
   meta = info["meta"]
   h, w = checkpoint.native_latent_size(info)  # pixels / the VAE's stride
-  opts = srun.StreamOptions(frames=3 * blocks, height=h, width=w)
+  opts = srun.StreamOptions(frames=3 * blocks, height=h, width=w, **checkpoint.trained_stream(info))  # as `generate`
   st = srun.load_streamer(ckpt, opts)
   ctx = pipeline.TextEncoder(ckpt, text_len=st.cfg.text_len)([PROMPT])
   vae = pipeline.load_vae(ckpt)

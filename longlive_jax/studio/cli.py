@@ -47,9 +47,11 @@ def add_serve(sub) -> None:
     "--width", type=int, help="latent width (default: the checkpoint's native resolution / the VAE's stride)"
   )
   p.add_argument("--fps", type=float, help="playback frame rate (default: the checkpoint's, else 16)")
-  p.add_argument("--block-frames", type=int, default=3, help="latent frames per block (default 3)")
-  p.add_argument("--sink", type=int, default=3, help="sink frames (default 3)")
-  p.add_argument("--window", type=int, default=12, help="attention window in frames, incl. sink (default 12)")
+  p.add_argument("--block-frames", type=int, help="latent frames per block (default: the checkpoint's, else 3)")
+  p.add_argument("--sink", type=int, help="sink frames (default: the checkpoint's, else 3)")
+  p.add_argument(
+    "--window", type=int, help="attention window in frames, incl. sink (default: the checkpoint's, else 12)"
+  )
   p.add_argument("--relative-rope", action="store_true", help="infinity mode: takes without a length limit")
   p.add_argument("--no-global-sink", action="store_true", help="recache rebuilds the sink too")
   p.add_argument("--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass (default 0)")
@@ -100,6 +102,10 @@ def cmd_serve(a) -> int:
   if a.attention is not None:  # a ConfigError (exit 2) now if the dtype cannot run it
     cfg.replace(attention_impl=a.attention, dtype=a.dtype or cfg.dtype)
   d = model_defaults(ckpt)
+  trained = checkpoint.trained_stream(info)  # what the model was trained with, unless the flags say otherwise
+  a.block_frames = a.block_frames if a.block_frames is not None else trained["block_frames"]
+  a.sink = a.sink if a.sink is not None else trained["sink_frames"]
+  a.window = a.window if a.window is not None else trained["window_frames"]
   limit = None if a.relative_rope else cfg.rope_max_len // a.block_frames * a.block_frames
   frames = a.frames if a.frames is not None else (limit or a.block_frames)
   opts = srun.StreamOptions(
