@@ -113,11 +113,19 @@ def _resolve_checkpoint(a) -> dict:
     a.width = native[1] if native else 104
   if a.fps is None:
     a.fps = float(meta.get("fps", 16.0))
-  trained = checkpoint.trained_stream(info)  # the settings the model was trained with, unless the flags say otherwise
+  apply_trained_stream(a, info)
+  return info
+
+
+def apply_trained_stream(a, info: dict) -> None:
+  """Fills ``--block-frames`` / ``--sink`` / ``--window`` left unset with what the checkpoint was trained with
+  (:func:`longlive_jax.checkpoint.trained_stream`); flags given stay."""
+  from longlive_jax import checkpoint
+
+  trained = checkpoint.trained_stream(info)
   for arg, key in (("block_frames", "block_frames"), ("sink", "sink_frames"), ("window", "window_frames")):
     if getattr(a, arg, None) is None:
       setattr(a, arg, trained[key])
-  return info
 
 
 def enable_compile_cache() -> None:

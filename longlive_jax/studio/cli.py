@@ -77,6 +77,7 @@ def _check_folder(folder: Path) -> None:
 
 def cmd_serve(a) -> int:
   from longlive_jax import checkpoint
+  from longlive_jax.cli_stream import apply_trained_stream
   from longlive_jax.config import WanConfig
   from longlive_jax.convert.errors import CheckpointError
   from longlive_jax.studio.engine import Engine, model_defaults
@@ -102,10 +103,7 @@ def cmd_serve(a) -> int:
   if a.attention is not None:  # a ConfigError (exit 2) now if the dtype cannot run it
     cfg.replace(attention_impl=a.attention, dtype=a.dtype or cfg.dtype)
   d = model_defaults(ckpt)
-  trained = checkpoint.trained_stream(info)  # what the model was trained with, unless the flags say otherwise
-  a.block_frames = a.block_frames if a.block_frames is not None else trained["block_frames"]
-  a.sink = a.sink if a.sink is not None else trained["sink_frames"]
-  a.window = a.window if a.window is not None else trained["window_frames"]
+  apply_trained_stream(a, info)  # what the model was trained with, unless the flags say otherwise
   limit = None if a.relative_rope else cfg.rope_max_len // a.block_frames * a.block_frames
   frames = a.frames if a.frames is not None else (limit or a.block_frames)
   opts = srun.StreamOptions(
