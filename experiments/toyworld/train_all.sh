@@ -45,7 +45,8 @@ run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
 for stage in ("vae", "teacher", "ode_init", "self_forcing", "streaming_long"):
-  lines = (run / stage / "logs" / "metrics.jsonl").read_text().splitlines()
+  log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
+  lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
