@@ -1,7 +1,7 @@
 """Markdown tables for the README from the toy world's result JSONs (nothing typed in by hand).
 
 python experiments/toyworld/report.py [--eval experiments/results/toyworld_eval.json]
-    [--realtime experiments/results/toyworld_realtime.json] [--record runs/toyworld/record.json]
+    [--realtime experiments/results/toyworld_realtime.json] [--record experiments/results/toyworld_training_record.json]
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def pct(x: float) -> str:
 
 def eval_tables(res: dict) -> str:
   out = ["| model | prompts | length | " + " | ".join(ATTRS) + " | quality first / last |", "|" + " --- |" * 9]
+  lengths = sorted({int(k.split("/")[2]) for k in res if k.split("/")[0] in STAGE_NAMES})  # training length, 10x
   for stage, label in STAGE_NAMES.items():
-    for length in (21, 210):
+    for length in lengths:
       for split in ("seen", "held_out"):
         r = res.get(f"{stage}/{split}/{length}")
         if r is None:
@@ -87,7 +88,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--eval", default="experiments/results/toyworld_eval.json")
   ap.add_argument("--realtime", default="experiments/results/toyworld_realtime.json")
-  ap.add_argument("--record", default="runs/toyworld/record.json")
+  ap.add_argument("--record", default="experiments/results/toyworld_training_record.json")
   a = ap.parse_args()
   for path, fn in ((a.record, record_table), (a.realtime, realtime_table), (a.eval, eval_tables)):
     if Path(path).is_file():
