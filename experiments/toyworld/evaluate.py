@@ -31,6 +31,7 @@ STAGES = {
   "ode_init": "ode_init/export",
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
+  "streaming_long_uniform": "streaming_long_uniform/export",
 }
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)
 NOISE_SEED = 10_000  # training draws come from the train states' keys (seed 0): disjoint

@@ -17,6 +17,7 @@ STAGE_NAMES = {
   "ode_init": "ODE init (4 steps, causal)",
   "self_forcing": "Stage 1: Self-Forcing DMD",
   "streaming_long": "Stage 2: streaming long tuning",
+  "streaming_long_uniform": "Stage 2 again, DMD teacher on uncentred clips",
 }
 
 

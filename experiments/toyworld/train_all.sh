@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
 #   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher -> teacher ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1)
-#   -> streaming long tuning with switches and recache (Stage 2) -> whole-model checkpoint.
+#   -> streaming long tuning with switches and recache (Stage 2) -> the teacher fine-tuned on uncentred clips -> Stage 2
+#   again with it as the DMD teacher -> whole-model checkpoint.
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
 # is appended to $RUN/timing.jsonl (finished steps are marked in $RUN/done/). Usage: bash experiments/toyworld/train_all.sh [OUT_MODEL_DIR]
@@ -39,15 +40,21 @@ step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher/export" \
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
 step streaming-long $LL train configs/toyworld/streaming_long.yaml
+# The teacher again, fine-tuned on clips that start anywhere, then Stage 2 again with it as the DMD teacher: the
+# first teacher's centred clips pull objects that wrap around an edge back into the middle (README).
+step latents-uniform $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9_uniform.npz" --num 4000 \
+  --latent-frames 9 --centre-fraction 0 --seed 13
+step teacher-uniform $LL train configs/toyworld/teacher_uniform.yaml
+step streaming-long-uniform $LL train configs/toyworld/streaming_long_uniform.yaml
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "teacher", "ode_init", "self_forcing", "streaming_long"):
+for stage in ("vae", "teacher", "ode_init", "self_forcing", "streaming_long", "teacher_uniform", "streaming_long_uniform"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long/export" --vae "$RUN/vae/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_uniform/export" --vae "$RUN/vae/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
