@@ -417,4 +417,6 @@ def test_score_of_ground_truth_videos():
   assert len(res["over_time"]) == 3 and all(b["all"] == 1.0 for b in res["over_time"])
   assert res["switches"][0]["continuous"] == 1.0 and res["quality_first"] > 0.9 and res["quality_last"] > 0.9
   wrong = score(videos[::-1], scripts, switch_frames=[switch])  # each video judged against the other's script
+  tail = score(videos[:, :37], [s[:1] for s in scripts], bin_s=2.0)  # 2.31 s: the last 0.31 s holds no window
+  assert [b["end_s"] for b in tail["over_time"]] == [2.0], tail["over_time"]
   assert wrong["accuracy"]["background"] == 0.0 and wrong["accuracy"]["all"] < 0.5

@@ -206,15 +206,21 @@ def score(
   scores = [judge.judge_video(v, prompts=list(s), switch_frames=vf) for v, s in zip(videos, scripts, strict=True)]
   attrs = ("background", "colour", "shape", "motion", "all")
 
-  def mean(dicts):
-    return {a: float(np.nanmean([d[a] for d in dicts])) for a in attrs}
+  def mean(dicts):  # NaN (no judged window) is skipped; all NaN stays NaN, without numpy's empty-slice warning
+    out = {}
+    for a in attrs:
+      x = np.asarray([d[a] for d in dicts], np.float64)
+      out[a] = float(x[~np.isnan(x)].mean()) if (~np.isnan(x)).any() else float("nan")
+    return out
 
   seconds = videos.shape[1] / FPS
   bins = []
   t = 0.0
   while t < seconds - 1e-6:
     hi = min(t + bin_s, seconds)
-    bins.append({"start_s": t, "end_s": hi, **mean([s.accuracy_between(t, hi) for s in scores])})
+    b = mean([s.accuracy_between(t, hi) for s in scores])
+    if not all(np.isnan(v) for v in b.values()):  # a tail shorter than a judge window holds none: no bin, no NaN
+      bins.append({"start_s": t, "end_s": hi, **b})
     t = hi
   out = {
     "videos": len(scores),
