@@ -272,6 +272,7 @@ def _not_run(label: str, r: dict, cols: int) -> str:
 def markdown(res: dict) -> str:
   """The four ablation tables of a result JSON (``ablations.py --out``) as markdown."""
   rows, plan, parts = res["rows"], res["plan"], []
+  parts.append("LongLive's claims (criteria fixed before the full run):\n\n" + claims_markdown(res))
   parts.append(
     f"Long videos ({plan['long_frames']} latent frames; training length {TRAIN_LEN}). Accuracy (all attributes) "
     "first / middle / last time bin:\n\n| model | prompts | accuracy over time | overall | quality first / last |\n"
@@ -340,3 +341,161 @@ def markdown(res: dict) -> str:
         acc = " | ".join(pct(s["accuracy"][a]) for a in ATTRS)
         parts[-1] += f"\n| {r['label']} | {split} ({s['videos']}) | {acc} | {r['speed']['video_fps']:.1f} |"
   return "\n\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Claims: a verdict per LongLive claim from the rows, by criteria fixed before the full run (README: how to read)
+
+CLAIMS = (
+  (
+    "streaming long tuning removes quality decay on long videos",
+    "Stage 2's accuracy (all) in the last time bin is above Stage 1's, and it falls less from the first bin to the "
+    "last than Stage 1's",
+  ),
+  (
+    "KV-recache makes switches smooth and obedient to the new prompt",
+    "recache adheres to the new prompt within 2 blocks at least 5 points more than keep cache (obedient) and is at "
+    "least as continuous as clear cache with a smaller median jump (smooth)",
+  ),
+  (
+    "training with the recache helps the switches it makes",
+    "of the two 300-step Stage 2 runs, the one trained with recache adheres within 2 blocks at least 2 points more "
+    "than the one trained without, with a median jump no larger",
+  ),
+  (
+    "a short window + frame sink keeps long-range consistency at a fraction of the cost",
+    "window 9 + sink 3 is within 5 points of full causal attention in the last bin (all) at fewer GFLOP per block "
+    "(full causal's grow with the video, the window's do not), and the sink matters: the last bin of window 9 "
+    "without sink is below it",
+  ),
+  (
+    "a few-step causal student runs in real time near the teacher's quality",
+    "the 4-step student is within 10 points (all) of the teacher at 50 steps and streams at least 16 video "
+    "frames/s (batch 1, decode included)",
+  ),
+)
+
+
+def _get(rows: dict, key: str, split: str) -> dict | None:
+  r = rows.get(key, {})
+  return r.get("splits", {}).get(split)
+
+
+def claims(res: dict, *, split: str = "seen") -> list[dict]:
+  """Each of :data:`CLAIMS` with ``verdict`` ("reproduced", "not reproduced" or "not measured": a row missing),
+  the ``criterion`` and the ``figures`` behind it (fractions / px / GFLOP / frames/s) on ``split``."""
+  rows, out = res["rows"], []
+
+  def last(s):
+    return s["over_time"][-1]
+
+  def first(s):
+    return s["over_time"][0]
+
+  # 1. long videos
+  s1, s2 = _get(rows, "long/self_forcing", split), _get(rows, "long/streaming_long", split)
+  if s1 and s2:
+    f = {
+      "stage1_first": first(s1)["all"],
+      "stage1_last": last(s1)["all"],
+      "stage2_first": first(s2)["all"],
+      "stage2_last": last(s2)["all"],
+    }
+    ok = f["stage2_last"] > f["stage1_last"] and (f["stage2_first"] - f["stage2_last"]) < (
+      f["stage1_first"] - f["stage1_last"]
+    )
+    out.append((f, ok))
+  else:
+    out.append((None, None))
+  # 2. recache vs keep / clear
+  rc, kp, cl = (_get(rows, f"switch/{k}", split) for k in ("recache", "keep", "clear"))
+  if rc and kp and cl:
+    f = {
+      "recache_adherence_2": rc["adherence"]["2"]["all"],
+      "keep_adherence_2": kp["adherence"]["2"]["all"],
+      "recache_continuous": rc["switches"][0]["continuous"],
+      "clear_continuous": cl["switches"][0]["continuous"],
+      "recache_jump_px": rc["switches"][0]["jump_px"],
+      "clear_jump_px": cl["switches"][0]["jump_px"],
+    }
+    ok = (
+      f["recache_adherence_2"] >= f["keep_adherence_2"] + 0.05
+      and f["recache_continuous"] >= f["clear_continuous"]
+      and f["recache_jump_px"] < f["clear_jump_px"]
+    )
+    out.append((f, ok))
+  else:
+    out.append((None, None))
+  # 3. training-time recache
+  tw, tn = _get(rows, "switch/recache_trained_300", split), _get(rows, "switch/norecache_trained_300", split)
+  if tw and tn:
+    f = {
+      "trained_with_adherence_2": tw["adherence"]["2"]["all"],
+      "trained_without_adherence_2": tn["adherence"]["2"]["all"],
+      "trained_with_jump_px": tw["switches"][0]["jump_px"],
+      "trained_without_jump_px": tn["switches"][0]["jump_px"],
+    }
+    ok = (
+      f["trained_with_adherence_2"] >= f["trained_without_adherence_2"] + 0.02
+      and f["trained_with_jump_px"] <= f["trained_without_jump_px"]
+    )
+    out.append((f, ok))
+  else:
+    out.append((None, None))
+  # 4. window + sink
+  ws, wn, full = (_get(rows, f"attention/{k}", split) for k in ("w9_sink3", "w9_nosink", "full"))
+  if ws and wn and full:
+    cost = {k: rows[f"attention/{k}"]["cost"]["gflop_per_block"] for k in ("w9_sink3", "full")}
+    f = {
+      "window_sink_last": last(ws)["all"],
+      "full_last": last(full)["all"],
+      "no_sink_last": last(wn)["all"],
+      "window_sink_gflop": cost["w9_sink3"],
+      "full_gflop": cost["full"],
+      "window_sink_last_background": last(ws)["background"],
+      "no_sink_last_background": last(wn)["background"],
+      "window_sink_last_shape": last(ws)["shape"],
+      "no_sink_last_shape": last(wn)["shape"],
+    }
+    ok = (
+      f["window_sink_last"] >= f["full_last"] - 0.05
+      and f["window_sink_gflop"] < f["full_gflop"]
+      and f["no_sink_last"] < f["window_sink_last"]
+    )
+    out.append((f, ok))
+  else:
+    out.append((None, None))
+  # 5. student vs teacher
+  st, t50 = _get(rows, "steps/student", split), _get(rows, "steps/teacher_50", split)
+  if st and t50:
+    f = {
+      "student_all": st["accuracy"]["all"],
+      "teacher_50_all": t50["accuracy"]["all"],
+      "student_fps": rows["steps/student"]["speed"]["video_fps"],
+      "teacher_50_fps": rows["steps/teacher_50"]["speed"]["video_fps"],
+    }
+    ok = f["student_all"] >= f["teacher_50_all"] - 0.10 and f["student_fps"] >= 16
+    out.append((f, ok))
+  else:
+    out.append((None, None))
+  verdicts = []
+  for (claim, criterion), (figures, ok) in zip(CLAIMS, out, strict=True):
+    verdict = "not measured" if figures is None else ("reproduced" if ok else "not reproduced")
+    verdicts.append({"claim": claim, "criterion": criterion, "verdict": verdict, "split": split, "figures": figures})
+  return verdicts
+
+
+def _fig(k: str, v: float) -> str:
+  if k.endswith(("_px", "_gflop", "_fps")):
+    return f"{k} {v:.2f}"
+  return f"{k} {pct(v)}%"
+
+
+def claims_markdown(res: dict) -> str:
+  """The claims table: verdict and figures on the seen prompts, and the verdict on the held-out ones."""
+  seen, held = claims(res, split="seen"), claims(res, split="held_out")
+  lines = ["| claim | seen prompts | held out | criterion | figures (seen) |", "| --- | --- | --- | --- | --- |"]
+  for s, h in zip(seen, held, strict=True):
+    figs = "; ".join(_fig(k, v) for k, v in (s["figures"] or {}).items())
+    lines.append(f"| {s['claim']} | {s['verdict']} | {h['verdict']} | {s['criterion']} | {figs} |")
+  return "\n".join(lines)

@@ -14,24 +14,28 @@ Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise s
    the first / last 10 s. TODO: a teacher-forcing baseline proper (the causal generator trained on CLEAN context
    frames, Self-Forcing's "TF" row) has no training stage here; the ODE init's context blocks are noised
    (diffusion-forcing style), so it is only the nearest existing one.
-2. ``switch/*``: one prompt switch at latent frame 9 (videos of 27): KV-recache with the global sink, recache
-   without it (``global_sink`` only changes the recache, so keep and clear run once), keep cache, clear cache,
-   and Stage 2 trained without the training-time recache (``configs/toyworld/streaming_long_norecache.yaml``;
-   "not trained" until its export exists). Adherence: accuracy against the new prompt within 1, 2 and 4 blocks
-   after the switch (one-block judge windows from the switch frame); smoothness: ``score()``'s switch entry
-   (continuity, median jump px, median spike relative to the world's own change). ``switch/ground_truth`` is the
-   world's render of the same scripts, judged the same way: the reference for all of them.
-3. ``attention/*``: Stage 2 with window 9 + sink 3 (the toy recipe's, trained with; LongLive: 12 + 3 of its
-   21-frame windows; the videos of ``long/streaming_long``), window 9 without sink, window 18 + sink 3, and full
-   causal attention (window = the video's 90 frames, 1440 keys: it fits). Consistency over the long video (accuracy per bin; background and shape first -> last
-   bin) and cost per block: measured ms at batch 1 (median of warm blocks) and analytic matmul FLOPs
-   (``longlive_jax.stream.flops.block_flops``; unfilled slots are masked, not skipped, so counted).
-4. ``steps/*``: the 4-step Stage 2 student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
+2. ``switch/*``: one prompt switch at latent frame 9 (videos of 27) with the shipped model: KV-recache with the
+   global sink, recache without it (``global_sink`` only changes the recache, so keep and clear run once), keep
+   cache, clear cache. The training-time recache is a controlled pair: Stage 2 for 300 steps from the same Stage
+   1 export, trained with it (``streaming_long.yaml steps=300``) and without it
+   (``configs/toyworld/streaming_long_norecache.yaml``), both switching with recache at inference.
+   Adherence: accuracy against the new prompt within 1, 2 and 4 blocks after the switch (one-block judge
+   windows from the switch frame); smoothness: ``score()``'s switch entry (continuity, median jump px, median
+   spike relative to the world's own change). ``switch/ground_truth`` is the world's render of the same
+   scripts, judged the same way: the reference for all of them.
+3. ``attention/*``: the shipped model with window 9 + sink 3 (the toy recipe's, trained with; LongLive: 12 + 3
+   of its 21-frame windows; the videos of ``long/shipped``), window 9 without sink, window 18 + sink 3, and full
+   causal attention (window = the video's 90 frames, 1440 keys: it fits). Consistency over the long video
+   (accuracy per bin; background and shape first -> last bin) and cost per block: measured ms at batch 1
+   (median of warm blocks) and analytic matmul FLOPs (``longlive_jax.stream.flops.block_flops``; unfilled slots
+   are masked, not skipped, so counted).
+4. ``steps/*``: the shipped 4-step student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
    (CFG 3), 9 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
 
 Exports under ``--run``: ``teacher/``, ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
-``streaming_long_norecache/`` (optional) and ``vae/export``; the shipped model is ``--model`` or
-``longlive_jax.toyworld.model.default_checkpoint()`` (optional). Each finished row is cached as JSON in
+and ``vae/export``; the shipped model is ``--model`` or ``longlive_jax.toyworld.model.default_checkpoint()``.
+The two 300-step variants (:data:`TRAINED_HERE`) are trained by this script into ``--run`` when missing
+(resumable; ``--no-train`` skips them). Each finished row is cached as JSON in
 ``--cache`` (a ``full`` / ``quick`` subfolder), so an interrupted run resumes; ``--rows`` takes row names or
 their prefixes. ``--quick`` (2 + 1 prompts, 24-frame long videos, a switch at 12 of 24 frames, 4 timed blocks, teacher
 at 4 and 8 steps)
@@ -46,6 +50,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -62,13 +67,36 @@ MODELS = {  # name: (export under --run, producer)
   "ode_init": ("ode_init/export", _TRAIN.format("ode_init")),
   "self_forcing": ("self_forcing/export", _TRAIN.format("self_forcing")),
   "streaming_long": ("streaming_long/export", _TRAIN.format("streaming_long")),
-  "streaming_long_norecache": (
-    "streaming_long_norecache/export",
-    "`longlive-jax train configs/toyworld/streaming_long_norecache.yaml` (not part of train_all.sh)",
-  ),
   "vae": ("vae/export", _TRAIN.format("vae")),
 }
-OPTIONAL = ("streaming_long_norecache", "shipped")  # evaluated when present, else "not trained" / "not assembled"
+# Variants only the ablation needs: trained here (``longlive-jax train``, resumable) when their export is
+# missing. name: (config, overrides). Both are Stage 2 at 300 steps from the same Stage 1 export with the same
+# teacher, data and seed; they differ only in options.recache_mode (the constant learning rate makes the
+# 300-step run the first 300 steps of streaming_long.yaml's 3000).
+TRAINED_HERE = {
+  "streaming_long_300": ("configs/toyworld/streaming_long.yaml", {"steps": "300"}),
+  "streaming_long_norecache": ("configs/toyworld/streaming_long_norecache.yaml", {"steps": "300"}),
+}
+QUICK_TRAIN_STEPS = 10  # --quick trains its own short copies of TRAINED_HERE (under the cache folder)
+STAGE2 = "shipped"  # the model of the switch, attention and steps rows: the product (both Stage 2 phases)
+OPTIONAL = ("shipped",)  # evaluated when present, else "not assembled"
+
+
+def train_command(name: str, *, run: Path, out_dir: Path, quick: bool) -> list[str]:
+  """``longlive-jax train`` argv of a :data:`TRAINED_HERE` variant into ``out_dir`` from the exports under
+  ``run`` (Stage 1, teacher as DMD teacher and critic, the prompt pairs)."""
+  config, over = TRAINED_HERE[name]
+  over = {
+    **over,
+    "run_dir": str(out_dir),
+    "model.checkpoint": str(run / MODELS["self_forcing"][0]),
+    "options.teacher.checkpoint": str(run / MODELS["teacher"][0]),
+    "options.critic.checkpoint": str(run / MODELS["teacher"][0]),
+    "data.source": str(run / "data/prompt_pairs.npz"),
+  }
+  if quick:
+    over |= {"steps": str(QUICK_TRAIN_STEPS), "checkpoint.interval": str(QUICK_TRAIN_STEPS)}
+  return ["longlive-jax", "train", config, *(f"{k}={v}" for k, v in over.items())]
 
 
 def row_specs(plan: ar.Plan) -> list[dict]:
@@ -77,7 +105,7 @@ def row_specs(plan: ar.Plan) -> list[dict]:
     dict(key="long/ode_init", label="ODE init (no self-rollout)", kind="long", model="ode_init"),
     dict(key="long/self_forcing", label="Stage 1: Self-Forcing DMD", kind="long", model="self_forcing"),
     dict(key="long/streaming_long", label="Stage 2: streaming long tuning", kind="long", model="streaming_long"),
-    dict(key="long/shipped", label="shipped model", kind="long", model="shipped"),
+    dict(key="long/shipped", label="shipped: Stage 2 + uncentred-teacher phase", kind="long", model="shipped"),
     dict(key="switch/ground_truth", label="the world (ground truth)", kind="switch_gt", model=None),
   ]
   for mode, gs, label in (
@@ -87,15 +115,20 @@ def row_specs(plan: ar.Plan) -> list[dict]:
     ("clear", True, "clear cache"),
   ):
     key = f"switch/{mode}" + ("" if gs else "_local_sink")
-    rows.append(dict(key=key, label=label, kind="switch", model="streaming_long", switch_mode=mode, global_sink=gs))
-  rows.append(
-    dict(
-      key="switch/norecache_trained",
-      label="Stage 2 trained without recache (inference: recache)",
-      kind="switch",
-      model="streaming_long_norecache",
-    )
-  )
+    rows.append(dict(key=key, label=label, kind="switch", model=STAGE2, switch_mode=mode, global_sink=gs))
+  for key, label, model in (
+    (
+      "switch/recache_trained_300",
+      "Stage 2, 300 steps trained WITH recache (inference: recache)",
+      "streaming_long_300",
+    ),
+    (
+      "switch/norecache_trained_300",
+      "Stage 2, 300 steps trained WITHOUT recache (inference: recache)",
+      "streaming_long_norecache",
+    ),
+  ):
+    rows.append(dict(key=key, label=label, kind="switch", model=model))
   for key, label, window, sink in (
     ("w9_sink3", "window 9 + sink 3 (trained with)", 9, 3),
     ("w9_nosink", "window 9, no sink", 9, 0),
@@ -103,16 +136,9 @@ def row_specs(plan: ar.Plan) -> list[dict]:
     ("full", f"full causal (window {plan.long_frames})", plan.long_frames, 3),
   ):
     rows.append(
-      dict(
-        key=f"attention/{key}",
-        label=label,
-        kind="attention",
-        model="streaming_long",
-        window_frames=window,
-        sink_frames=sink,
-      )
+      dict(key=f"attention/{key}", label=label, kind="attention", model=STAGE2, window_frames=window, sink_frames=sink)
     )
-  rows.append(dict(key="steps/student", label="Stage 2 student, 4 steps", kind="steps", model="streaming_long"))
+  rows.append(dict(key="steps/student", label="shipped student, 4 steps", kind="steps", model=STAGE2))
   for n in plan.teacher_steps:
     rows.append(dict(key=f"steps/teacher_{n}", label=f"teacher, {n} steps", kind="teacher", model="teacher", steps=n))
   return rows
@@ -139,14 +165,38 @@ class Context:
         return ar.require(Path(p), "`longlive-jax toyworld assemble` (the last step of train_all.sh)"), p
       except (CheckpointError, ar.MissingExport):
         return None
-    sub, producer = MODELS[name]
-    try:
-      dit = ar.require(self.run / sub, producer)
-    except ar.MissingExport:
-      if name in OPTIONAL:
-        return None
-      raise
+    if name in TRAINED_HERE:
+      producer = "this script (" + " ".join(self.train_argv(name)) + ")"
+      dit = ar.require(self.train_dir(name) / "export", producer)
+    else:
+      sub, producer = MODELS[name]
+      try:
+        dit = ar.require(self.run / sub, producer)
+      except ar.MissingExport:
+        if name in OPTIONAL:
+          return None
+        raise
     return dit, ar.require(self.run / MODELS["vae"][0], MODELS["vae"][1])
+
+  def train_dir(self, name: str) -> Path:
+    """Run folder of a :data:`TRAINED_HERE` variant: ``--run/<name>``, or the cache's ``train/<name>`` with
+    ``--quick`` (its 10-step copies never stand in for the real ones)."""
+    return self.cache / "train" / name if self.plan is ar.QUICK else self.run / name
+
+  def train_argv(self, name: str) -> list[str]:
+    return train_command(name, run=self.run, out_dir=self.train_dir(name), quick=self.plan is ar.QUICK)
+
+  def train_missing(self, names) -> None:
+    """Trains each :data:`TRAINED_HERE` variant of ``names`` whose export is missing (``longlive-jax train``
+    resumes from its newest checkpoint, so an interrupted training goes on where it stopped)."""
+    import subprocess
+
+    for name in sorted(set(names) & set(TRAINED_HERE)):
+      if (self.train_dir(name) / "export" / "longlive_jax.json").is_file():
+        continue
+      argv = self.train_argv(name)
+      print(f"== training {name}: {' '.join(argv)}", flush=True)
+      subprocess.run(argv, check=True)
 
   def models(self, name: str):
     if name not in self._loaded:
@@ -197,7 +247,7 @@ def run_row(spec: dict, ctx: Context, done: dict) -> dict:
     save_strip(ctx, spec["key"], videos[0])
   else:  # long, attention, steps: one prompt per video, no switch
     prompts, where = ar.flat(ctx.prompts)
-    reuse = done.get("long/streaming_long") if spec["key"] == "attention/w9_sink3" else None
+    reuse = done.get(f"long/{STAGE2}") if spec["key"] == "attention/w9_sink3" else None
     if reuse is not None and "splits" in reuse:
       out["splits"] = reuse["splits"]
     else:
@@ -305,6 +355,23 @@ def make_plots(res: dict, *, cache: Path, out: Path) -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _missing(ctx: Context, name: str | None, *, model_arg: str | None) -> tuple[str, str] | None:
+  """``(status, path)`` of a row's model that cannot be evaluated (``--no-train`` or not assembled), else None."""
+  if not name:
+    return None
+  if name in TRAINED_HERE:
+    try:
+      ctx.paths(name)
+    except ar.MissingExport:
+      return "not trained (--no-train)", str(ctx.train_dir(name) / "export")
+    return None
+  if ctx.paths(name) is None:
+    from longlive_jax.toyworld.model import DEFAULT_MODEL
+
+    return "not assembled", model_arg or str(DEFAULT_MODEL)
+  return None
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--run", default=str(RUN), help="train_all.sh's run folder (stage exports)")
@@ -314,6 +381,7 @@ def main() -> int:
   ap.add_argument("--out", default="experiments/results/toyworld_ablations.json")
   ap.add_argument("--plots", default="docs/ablations")
   ap.add_argument("--quick", action="store_true", help="few prompts, short videos: an end-to-end check")
+  ap.add_argument("--no-train", action="store_true", help="do not train the ablation-only variants (rows: not trained)")
   ap.add_argument("--table", metavar="JSON", help="print the markdown tables of a result JSON and exit")
   a = ap.parse_args()
   if a.table:
@@ -327,12 +395,22 @@ def main() -> int:
   specs = [
     s for s in row_specs(plan) if wanted is None or any(s["key"] == w or s["key"].startswith(w + "/") for w in wanted)
   ]
+  needed = {s["model"] for s in specs if s["model"]}
   try:  # fail before any work if a required export is missing
-    for name in {s["model"] for s in specs if s["model"]}:
+    for name in needed - set(TRAINED_HERE):
       ctx.paths(name)
+    if needed & set(TRAINED_HERE):  # what they are trained from
+      for name in ("self_forcing", "teacher"):
+        ctx.paths(name)
   except ar.MissingExport as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  if not a.no_train:
+    try:
+      ctx.train_missing(needed)
+    except subprocess.CalledProcessError as e:
+      print(f"error: training failed (exit {e.returncode}): {' '.join(e.cmd)}", file=sys.stderr)
+      return 2
   results = {}
   for spec in specs:
     key = spec["key"]
@@ -340,13 +418,9 @@ def main() -> int:
     if path.exists():
       results[key] = {**json.loads(path.read_text()), "label": spec["label"]}  # labels may be reworded
       continue
-    if spec["model"] and ctx.paths(spec["model"]) is None:
-      if spec["model"] == "shipped":
-        from longlive_jax.toyworld.model import DEFAULT_MODEL
-
-        status, where = "not assembled", a.model or str(DEFAULT_MODEL)
-      else:
-        status, where = "not trained", str(ctx.run / MODELS[spec["model"]][0])
+    missing = _missing(ctx, spec["model"], model_arg=a.model)
+    if missing is not None:
+      status, where = missing
       results[key] = {"label": spec["label"], "status": status, "path": where}
       print(f"== {key}: {status} ({where})", flush=True)
       continue
@@ -357,6 +431,7 @@ def main() -> int:
     acc = {s: round(v["accuracy"]["all"], 3) for s, v in res["splits"].items()}
     print(f"   accuracy (all) {acc} ({res.get('seconds', 0):.0f} s)", flush=True)
   res = {"plan": dataclasses.asdict(plan), "quick": a.quick, "run": a.run, "rows": results}
+  res["claims"] = {split: ar.claims(res, split=split) for split in ("seen", "held_out")}
   Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   Path(a.out).write_text(json.dumps(res, indent=2))
   for p in make_plots(res, cache=cache, out=Path(a.plots)):
