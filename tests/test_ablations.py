@@ -124,3 +124,31 @@ def test_claim_verdicts_follow_the_figures():
   del res["rows"]["switch/clear"]
   assert ablations.ar.claims(res)[1]["verdict"] == "not measured"
   assert "not measured" in ablations.ar.claims_markdown(res)
+
+
+def test_cached_rows_are_stale_when_their_plan_fields_or_model_files_change(tmp_path):
+  """A cached row is reused only when the plan fields its kind depends on, its settings and its model's files
+  are the same (a changed switch frame must not reuse the switch rows, and may reuse the long-video rows)."""
+  model = tmp_path / "m"
+  (model / "params").mkdir(parents=True)
+  (model / "params" / "w").write_bytes(b"1")
+
+  class Ctx:
+    def __init__(self, plan):
+      self.plan = plan
+
+    def paths(self, name):
+      return str(model), str(model)
+
+  full = ablations.ar.FULL
+  moved = dataclasses.replace(full, switch_frame=full.switch_frame - 3)
+  specs = {s["key"]: s for s in ablations.row_specs(full)}
+  sw, long = specs["switch/recache"], specs["long/self_forcing"]
+  stamp = ablations.row_stamp
+  assert stamp(sw, Ctx(full)) != stamp(sw, Ctx(moved))
+  assert stamp(specs["switch/ground_truth"], Ctx(full)) != stamp(specs["switch/ground_truth"], Ctx(moved))
+  assert stamp(long, Ctx(full)) == stamp(long, Ctx(moved))
+  assert stamp(sw, Ctx(full)) != stamp(specs["switch/keep"], Ctx(full))  # settings are part of it
+  before = stamp(long, Ctx(full))
+  (model / "params" / "w").write_bytes(b"2")
+  assert stamp(long, Ctx(full)) != before

@@ -14,9 +14,11 @@ Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise s
    the first / last 10 s. TODO: a teacher-forcing baseline proper (the causal generator trained on CLEAN context
    frames, Self-Forcing's "TF" row) has no training stage here; the ODE init's context blocks are noised
    (diffusion-forcing style), so it is only the nearest existing one.
-2. ``switch/*``: one prompt switch at latent frame 9 (videos of 27) with the shipped model: KV-recache with the
+2. ``switch/*``: one prompt switch at latent frame 18 (videos of 30) with the shipped model: KV-recache with the
    global sink, recache without it (``global_sink`` only changes the recache, so keep and clear run once), keep
-   cache, clear cache. The training-time recache is a controlled pair: Stage 2 for 300 steps from the same Stage
+   cache, clear cache. The switch comes after the 9-frame window has rolled: up to the window the recache
+   rewrites the sink whatever ``global_sink`` says (upstream's behaviour), so a switch at frame 9 measured the
+   two modes identical. The training-time recache is a controlled pair: Stage 2 for 300 steps from the same Stage
    1 export, trained with it (``streaming_long.yaml steps=300``) and without it
    (``configs/toyworld/streaming_long_norecache.yaml``), both switching with recache at inference.
    Adherence: accuracy against the new prompt within 1, 2 and 4 blocks after the switch (one-block judge
@@ -206,6 +208,40 @@ class Context:
     return self._loaded[name]
 
 
+# The plan fields each kind of row depends on (``batch``: each chunk of a batch draws its own noise seed).
+PLAN_FIELDS = {
+  "long": ("n_seen", "n_held_out", "long_frames", "bin_s", "batch"),
+  "attention": ("n_seen", "n_held_out", "long_frames", "bin_s", "batch", "timing_blocks"),
+  "switch": ("n_seen", "n_held_out", "switch_frame", "switch_len", "bin_s", "adherence_blocks", "batch"),
+  "switch_gt": ("n_seen", "n_held_out", "switch_frame", "switch_len", "bin_s", "adherence_blocks"),
+  "steps": ("n_seen", "n_held_out", "bin_s", "batch", "timing_blocks"),
+  "teacher": ("n_seen", "n_held_out", "bin_s", "batch"),
+}
+
+
+def fingerprint(path: str | Path) -> str:
+  """sha256 (first 16 hex digits) of every file under a checkpoint folder, names included."""
+  import hashlib
+
+  h = hashlib.sha256()
+  for f in sorted(q for q in Path(path).rglob("*") if q.is_file()):
+    h.update(str(f.relative_to(path)).encode())
+    h.update(f.read_bytes())
+  return h.hexdigest()[:16]
+
+
+def row_stamp(spec: dict, ctx: Context) -> dict:
+  """What a cached row was computed from: the plan fields its kind depends on, its settings and its model's
+  checkpoint files. A cached row whose stamp differs is computed again."""
+  plan = dataclasses.asdict(ctx.plan)
+  stamp = {"plan": {k: plan[k] for k in PLAN_FIELDS[spec["kind"]]}, "settings": dataclasses.asdict(settings_of(spec))}
+  if spec.get("steps"):
+    stamp["steps"] = spec["steps"]
+  if spec["model"]:
+    stamp["model"] = sorted({fingerprint(p) for p in ctx.paths(spec["model"])})
+  return json.loads(json.dumps(stamp))  # tuples -> lists, as read back from the cache
+
+
 def settings_of(spec: dict):
   from longlive_jax.toyworld.evaluate import StreamSettings
 
@@ -298,8 +334,11 @@ def plot_over_time(plt, rows: dict, prefix: str, path: Path, *, title: str) -> N
       ax.plot(
         t, [b["all"] for b in s["over_time"]], style, color=f"C{i}", marker="o", ms=3, label=f"{r['label']} ({split})"
       )
-  ax.axvline(81 / 16, color="grey", lw=0.8, ls=":")
-  ax.text(81 / 16, 1.02, " training length", color="grey", fontsize=7)
+  from longlive_jax.toyworld.render import FPS, num_video_frames
+
+  train_s = num_video_frames(ar.TRAIN_LEN) / FPS
+  ax.axvline(train_s, color="grey", lw=0.8, ls=":")
+  ax.text(train_s, 1.02, " training length", color="grey", fontsize=7)
   ax.set(xlabel="time in the video (s)", ylabel="accuracy, all attributes", ylim=(-0.02, 1.08), title=title)
   ax.legend(fontsize=6, loc="lower left")
   fig.tight_layout()
@@ -415,17 +454,21 @@ def main() -> int:
   for spec in specs:
     key = spec["key"]
     path = cache / (key.replace("/", "__") + ".json")
-    if path.exists():
-      results[key] = {**json.loads(path.read_text()), "label": spec["label"]}  # labels may be reworded
-      continue
     missing = _missing(ctx, spec["model"], model_arg=a.model)
+    stamp = None if missing else row_stamp(spec, ctx)
+    if path.exists():
+      cached = json.loads(path.read_text())
+      if cached.get("stamp") == stamp:
+        results[key] = {**cached, "label": spec["label"]}  # labels may be reworded
+        continue
+      print(f"== {key}: cached result is stale (another plan or model), run again", flush=True)
     if missing is not None:
       status, where = missing
       results[key] = {"label": spec["label"], "status": status, "path": where}
       print(f"== {key}: {status} ({where})", flush=True)
       continue
     print(f"== {key}: {spec['label']}", flush=True)
-    res = run_row(spec, ctx, results)
+    res = {**run_row(spec, ctx, results), "stamp": stamp}
     path.write_text(json.dumps(res))
     results[key] = res
     acc = {s: round(v["accuracy"]["all"], 3) for s, v in res["splits"].items()}
