@@ -6,6 +6,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments" / "toyworld"))
 import ablations  # noqa: E402
@@ -75,7 +77,7 @@ def _split(*, first=0.8, last=0.8, adh2=0.8, cont=0.9, jump=1.0, acc=0.8, backgr
   return {
     "over_time": bins,
     "accuracy": {"all": acc},
-    "adherence": {"2": {"all": adh2}},
+    "adherence": {"2": {"all": adh2, "changed": adh2}},
     "switches": [{"continuous": cont, "jump_px": jump}],
   }
 
@@ -152,3 +154,23 @@ def test_cached_rows_are_stale_when_their_plan_fields_or_model_files_change(tmp_
   before = stamp(long, Ctx(full))
   (model / "params" / "w").write_bytes(b"2")
   assert stamp(long, Ctx(full)) != before
+
+
+def test_adherence_to_the_changed_attributes_sees_an_ignored_switch():
+  """The world's own switch is obeyed on the changed and the kept attributes; a video that ignores the switch
+  (the old prompt rendered throughout) gets the changed attributes wrong and the kept ones right."""
+  from longlive_jax.toyworld.render import Scene, latent_to_video_frame, num_video_frames, render
+
+  ar = ablations.ar
+  scripts = [
+    ["a red circle moves right on a blue background", "a green circle moves right on a blue background"],
+    ["a white square moves up on a green background", "a white square moves down on a purple background"],
+  ]
+  sf, n = 6, 18
+  t, vf = num_video_frames(n), latent_to_video_frame(sf)
+  truth = np.stack([render(Scene.from_prompts(s, seed=i, switch_frames=[vf]), t) for i, s in enumerate(scripts)])
+  ignored = np.stack([render(Scene.from_prompts(s[:1], seed=i), t) for i, s in enumerate(scripts)])
+  good = ar.adherence(truth, scripts, switch_frame=sf, blocks=(2,))["2"]
+  bad = ar.adherence(ignored, scripts, switch_frame=sf, blocks=(2,))["2"]
+  assert good["changed"] == 1.0 and good["kept"] == 1.0
+  assert bad["changed"] == 0.0 and bad["kept"] == 1.0

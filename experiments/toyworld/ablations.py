@@ -219,6 +219,11 @@ PLAN_FIELDS = {
 }
 
 
+# Version of what a kind of row measures: raised when its measurement changes, so cached rows of it go stale
+# (switch rows 2: adherence on the changed / kept attributes).
+MEASURES = {"switch": 2, "switch_gt": 2}
+
+
 def fingerprint(path: str | Path) -> str:
   """sha256 (first 16 hex digits) of every file under a checkpoint folder, names included."""
   import hashlib
@@ -235,6 +240,8 @@ def row_stamp(spec: dict, ctx: Context) -> dict:
   checkpoint files. A cached row whose stamp differs is computed again."""
   plan = dataclasses.asdict(ctx.plan)
   stamp = {"plan": {k: plan[k] for k in PLAN_FIELDS[spec["kind"]]}, "settings": dataclasses.asdict(settings_of(spec))}
+  if spec["kind"] in MEASURES:
+    stamp["measures"] = MEASURES[spec["kind"]]
   if spec.get("steps"):
     stamp["steps"] = spec["steps"]
   if spec["model"]:
