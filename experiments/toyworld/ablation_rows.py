@@ -322,7 +322,7 @@ def markdown(res: dict) -> str:
           f"{sw['jump_px']:.2f} | {sw['relative_spike']:.2f} |"
         )
   parts.append(
-    "Attention (Stage 2). Long-range consistency: accuracy (all) first / middle / last bin, background and shape "
+    "Attention (shipped model). Long-range consistency: accuracy (all) first / middle / last bin, background and shape "
     "first -> last bin; cost per block at batch 1 (DiT block step; with VAE decode):\n\n"
     "| attention | prompts | accuracy over time | background | shape | ms / block | ms / block + decode | "
     "GFLOP / block |\n| --- | --- | --- | --- | --- | --- | --- | --- |"

@@ -387,7 +387,7 @@ def make_plots(res: dict, *, cache: Path, out: Path) -> list[str]:
   rows, made = res["rows"], []
   for prefix, name, title in (
     ("long/", "long_videos.png", "Long videos: accuracy against time"),
-    ("attention/", "attention.png", "Attention window / sink: accuracy against time (Stage 2)"),
+    ("attention/", "attention.png", "Attention window / sink: accuracy against time (shipped model)"),
   ):
     if any(k.startswith(prefix) and "splits" in r for k, r in rows.items()):
       plot_over_time(plt, rows, prefix, out / name, title=title)
