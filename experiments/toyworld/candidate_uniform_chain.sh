@@ -4,7 +4,7 @@
 # ODE pairs from it, ODE init, Stage 1 and Stage 2 with it as DMD teacher and critic, then 1500 more Stage 2
 # steps (streaming_long_uniform.yaml), assembled, its 10-s and 2-min rows of evaluate.py, and every stage at 9 and
 # 90 latents.
-# Every step resumes / is skipped when done. ~65 min of training + ~10 min of evaluation on a 2-core CPU.
+# Every step resumes / is skipped when done. ~65 min of training + ~35 min of evaluation on a 2-core CPU.
 #   bash experiments/toyworld/candidate_uniform_chain.sh [run folder, default runs/toyworld]
 set -euo pipefail
 RUN=${1:-runs/toyworld}
