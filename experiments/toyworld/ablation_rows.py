@@ -166,14 +166,17 @@ def adherence(videos: np.ndarray, scripts, *, switch_frame: int, blocks: Sequenc
     judge.judge_video(v, prompts=list(s), switch_frames=[vf], window=12, margin=0)
     for v, s in zip(videos, scripts, strict=True)
   ]
+  changed = []  # per script: which of the four attributes the switch changes
+  for s in scripts:
+    old, new = grammar.parse(s[0]), grammar.parse(s[-1])
+    changed.append({a: getattr(old, a) != getattr(new, a) for a in parts})
   for k in blocks:
     accs = [x.accuracy_between(vf / FPS, (vf + 12 * k) / FPS) for x in scores]
     res = {a: float(np.nanmean([acc[a] for acc in accs])) for a in ATTRS}
     for name, pick in (("changed", True), ("kept", False)):
       per_video = []
-      for acc, s in zip(accs, scripts, strict=True):
-        old, new = grammar.parse(s[0]), grammar.parse(s[-1])
-        sel = [a for a in parts if (getattr(old, a) != getattr(new, a)) == pick]
+      for acc, ch in zip(accs, changed, strict=True):
+        sel = [a for a in parts if ch[a] == pick]
         per_video.append(float(np.mean([acc[a] for a in sel])) if sel else float("nan"))
       res[name] = float(np.nanmean(per_video))
     out[str(k)] = res
@@ -356,7 +359,7 @@ def markdown(res: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Claims: a verdict per LongLive claim from the rows, by criteria fixed before the full run (README: how to read)
+# Claims: a verdict per LongLive claim from the rows, by the criteria below (README: how they were set)
 
 CLAIMS = (
   (
@@ -393,115 +396,117 @@ def _get(rows: dict, key: str, split: str) -> dict | None:
   return r.get("splits", {}).get(split)
 
 
+def _last(s: dict) -> dict:
+  return s["over_time"][-1]
+
+
+def _first(s: dict) -> dict:
+  return s["over_time"][0]
+
+
+def _second_half(s: dict) -> float:
+  """Informational: mean (all) of the bins in the video's second half (the last bin is one point of an
+  oscillation: objects wrap across the 64-px frame every ~5 s)."""
+  bins = s["over_time"]
+  return float(np.nanmean([b["all"] for b in bins[len(bins) // 2 :]]))
+
+
+def _claim_long(rows, split):
+  s1, s2 = _get(rows, "long/self_forcing", split), _get(rows, "long/streaming_long", split)
+  if not (s1 and s2):
+    return None
+  f = {
+    "stage1_first": _first(s1)["all"],
+    "stage1_last": _last(s1)["all"],
+    "stage2_first": _first(s2)["all"],
+    "stage2_last": _last(s2)["all"],
+    "stage1_second_half": _second_half(s1),
+    "stage2_second_half": _second_half(s2),
+  }
+  fall1, fall2 = f["stage1_first"] - f["stage1_last"], f["stage2_first"] - f["stage2_last"]
+  return f, f["stage2_last"] > f["stage1_last"] and fall2 < fall1
+
+
+def _claim_recache(rows, split):
+  rc, kp, cl = (_get(rows, f"switch/{k}", split) for k in ("recache", "keep", "clear"))
+  if not (rc and kp and cl):
+    return None
+  f = {
+    "recache_changed_2": rc["adherence"]["2"]["changed"],
+    "keep_changed_2": kp["adherence"]["2"]["changed"],
+    "recache_continuous": rc["switches"][0]["continuous"],
+    "clear_continuous": cl["switches"][0]["continuous"],
+    "recache_jump_px": rc["switches"][0]["jump_px"],
+    "clear_jump_px": cl["switches"][0]["jump_px"],
+  }
+  obedient = f["recache_changed_2"] >= f["keep_changed_2"] + 0.05
+  smooth = f["recache_continuous"] >= f["clear_continuous"] and f["recache_jump_px"] < f["clear_jump_px"]
+  return f, obedient and smooth
+
+
+def _claim_trained_recache(rows, split):
+  tw, tn = _get(rows, "switch/recache_trained_300", split), _get(rows, "switch/norecache_trained_300", split)
+  if not (tw and tn):
+    return None
+  f = {
+    "trained_with_changed_2": tw["adherence"]["2"]["changed"],
+    "trained_without_changed_2": tn["adherence"]["2"]["changed"],
+    "trained_with_jump_px": tw["switches"][0]["jump_px"],
+    "trained_without_jump_px": tn["switches"][0]["jump_px"],
+  }
+  better = f["trained_with_changed_2"] >= f["trained_without_changed_2"] + 0.02
+  return f, better and f["trained_with_jump_px"] <= f["trained_without_jump_px"]
+
+
+def _claim_window_sink(rows, split):
+  ws, wn, full = (_get(rows, f"attention/{k}", split) for k in ("w9_sink3", "w9_nosink", "full"))
+  if not (ws and wn and full):
+    return None
+  f = {
+    "window_sink_last": _last(ws)["all"],
+    "full_last": _last(full)["all"],
+    "no_sink_last": _last(wn)["all"],
+    "window_sink_second_half": _second_half(ws),
+    "full_second_half": _second_half(full),
+    "no_sink_second_half": _second_half(wn),
+    "window_sink_gflop": rows["attention/w9_sink3"]["cost"]["gflop_per_block"],
+    "full_gflop": rows["attention/full"]["cost"]["gflop_per_block"],
+    "window_sink_last_background": _last(ws)["background"],
+    "no_sink_last_background": _last(wn)["background"],
+    "window_sink_last_shape": _last(ws)["shape"],
+    "no_sink_last_shape": _last(wn)["shape"],
+  }
+  ok = (
+    f["window_sink_last"] >= f["full_last"] - 0.05
+    and f["window_sink_gflop"] < f["full_gflop"]
+    and f["no_sink_last"] < f["window_sink_last"]
+  )
+  return f, ok
+
+
+def _claim_student(rows, split):
+  st, t50 = _get(rows, "steps/student", split), _get(rows, "steps/teacher_50", split)
+  if not (st and t50):
+    return None
+  f = {
+    "student_all": st["accuracy"]["all"],
+    "teacher_50_all": t50["accuracy"]["all"],
+    "student_fps": rows["steps/student"]["speed"]["video_fps"],
+    "teacher_50_fps": rows["steps/teacher_50"]["speed"]["video_fps"],
+  }
+  return f, f["student_all"] >= f["teacher_50_all"] - 0.10 and f["student_fps"] >= 16
+
+
+_CLAIM_TESTS = (_claim_long, _claim_recache, _claim_trained_recache, _claim_window_sink, _claim_student)
+
+
 def claims(res: dict, *, split: str = "seen") -> list[dict]:
   """Each of :data:`CLAIMS` with ``verdict`` ("reproduced", "not reproduced" or "not measured": a row missing),
   the ``criterion`` and the ``figures`` behind it (fractions / px / GFLOP / frames/s) on ``split``."""
-  rows, out = res["rows"], []
-
-  def last(s):
-    return s["over_time"][-1]
-
-  def first(s):
-    return s["over_time"][0]
-
-  def second_half(s):  # informational: mean (all) of the bins in the video's second half (the last bin is one
-    bins = s["over_time"]  # point of an oscillation: objects wrap across the 64-px frame every ~5 s)
-    return float(np.nanmean([b["all"] for b in bins[len(bins) // 2 :]]))
-
-  # 1. long videos
-  s1, s2 = _get(rows, "long/self_forcing", split), _get(rows, "long/streaming_long", split)
-  if s1 and s2:
-    f = {
-      "stage1_first": first(s1)["all"],
-      "stage1_last": last(s1)["all"],
-      "stage2_first": first(s2)["all"],
-      "stage2_last": last(s2)["all"],
-      "stage1_second_half": second_half(s1),
-      "stage2_second_half": second_half(s2),
-    }
-    ok = f["stage2_last"] > f["stage1_last"] and (f["stage2_first"] - f["stage2_last"]) < (
-      f["stage1_first"] - f["stage1_last"]
-    )
-    out.append((f, ok))
-  else:
-    out.append((None, None))
-  # 2. recache vs keep / clear
-  rc, kp, cl = (_get(rows, f"switch/{k}", split) for k in ("recache", "keep", "clear"))
-  if rc and kp and cl:
-    f = {
-      "recache_changed_2": rc["adherence"]["2"]["changed"],
-      "keep_changed_2": kp["adherence"]["2"]["changed"],
-      "recache_continuous": rc["switches"][0]["continuous"],
-      "clear_continuous": cl["switches"][0]["continuous"],
-      "recache_jump_px": rc["switches"][0]["jump_px"],
-      "clear_jump_px": cl["switches"][0]["jump_px"],
-    }
-    ok = (
-      f["recache_changed_2"] >= f["keep_changed_2"] + 0.05
-      and f["recache_continuous"] >= f["clear_continuous"]
-      and f["recache_jump_px"] < f["clear_jump_px"]
-    )
-    out.append((f, ok))
-  else:
-    out.append((None, None))
-  # 3. training-time recache
-  tw, tn = _get(rows, "switch/recache_trained_300", split), _get(rows, "switch/norecache_trained_300", split)
-  if tw and tn:
-    f = {
-      "trained_with_changed_2": tw["adherence"]["2"]["changed"],
-      "trained_without_changed_2": tn["adherence"]["2"]["changed"],
-      "trained_with_jump_px": tw["switches"][0]["jump_px"],
-      "trained_without_jump_px": tn["switches"][0]["jump_px"],
-    }
-    ok = (
-      f["trained_with_changed_2"] >= f["trained_without_changed_2"] + 0.02
-      and f["trained_with_jump_px"] <= f["trained_without_jump_px"]
-    )
-    out.append((f, ok))
-  else:
-    out.append((None, None))
-  # 4. window + sink
-  ws, wn, full = (_get(rows, f"attention/{k}", split) for k in ("w9_sink3", "w9_nosink", "full"))
-  if ws and wn and full:
-    cost = {k: rows[f"attention/{k}"]["cost"]["gflop_per_block"] for k in ("w9_sink3", "full")}
-    f = {
-      "window_sink_last": last(ws)["all"],
-      "full_last": last(full)["all"],
-      "no_sink_last": last(wn)["all"],
-      "window_sink_second_half": second_half(ws),
-      "full_second_half": second_half(full),
-      "no_sink_second_half": second_half(wn),
-      "window_sink_gflop": cost["w9_sink3"],
-      "full_gflop": cost["full"],
-      "window_sink_last_background": last(ws)["background"],
-      "no_sink_last_background": last(wn)["background"],
-      "window_sink_last_shape": last(ws)["shape"],
-      "no_sink_last_shape": last(wn)["shape"],
-    }
-    ok = (
-      f["window_sink_last"] >= f["full_last"] - 0.05
-      and f["window_sink_gflop"] < f["full_gflop"]
-      and f["no_sink_last"] < f["window_sink_last"]
-    )
-    out.append((f, ok))
-  else:
-    out.append((None, None))
-  # 5. student vs teacher
-  st, t50 = _get(rows, "steps/student", split), _get(rows, "steps/teacher_50", split)
-  if st and t50:
-    f = {
-      "student_all": st["accuracy"]["all"],
-      "teacher_50_all": t50["accuracy"]["all"],
-      "student_fps": rows["steps/student"]["speed"]["video_fps"],
-      "teacher_50_fps": rows["steps/teacher_50"]["speed"]["video_fps"],
-    }
-    ok = f["student_all"] >= f["teacher_50_all"] - 0.10 and f["student_fps"] >= 16
-    out.append((f, ok))
-  else:
-    out.append((None, None))
   verdicts = []
-  for (claim, criterion), (figures, ok) in zip(CLAIMS, out, strict=True):
-    verdict = "not measured" if figures is None else ("reproduced" if ok else "not reproduced")
+  for (claim, criterion), test in zip(CLAIMS, _CLAIM_TESTS, strict=True):
+    got = test(res["rows"], split)
+    figures, verdict = (None, "not measured") if got is None else (got[0], "reproduced" if got[1] else "not reproduced")
     verdicts.append({"claim": claim, "criterion": criterion, "verdict": verdict, "split": split, "figures": figures})
   return verdicts
 

@@ -191,8 +191,6 @@ class Context:
   def train_missing(self, names) -> None:
     """Trains each :data:`TRAINED_HERE` variant of ``names`` whose export is missing (``longlive-jax train``
     resumes from its newest checkpoint, so an interrupted training goes on where it stopped)."""
-    import subprocess
-
     for name in sorted(set(names) & set(TRAINED_HERE)):
       if (self.train_dir(name) / "export" / "longlive_jax.json").is_file():
         continue
