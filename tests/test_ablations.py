@@ -30,7 +30,9 @@ def test_training_recache_pair_differs_only_in_recache_mode(tmp_path):
   assert with_rc.options.recache_mode != "none" and without.options.recache_mode == "none"
   assert with_rc.steps == without.steps == 300
   assert with_rc.model.checkpoint == str(tmp_path / "self_forcing/export")
-  assert with_rc.options.teacher.checkpoint == with_rc.options.critic.checkpoint == str(tmp_path / "teacher/export")
+  recipe = load_config(ROOT / "configs/toyworld/streaming_long.yaml")  # train_all.sh's Stage 2: same teacher
+  teacher = str(tmp_path / Path(recipe.options.teacher.checkpoint).relative_to("runs/toyworld"))
+  assert with_rc.options.teacher.checkpoint == with_rc.options.critic.checkpoint == teacher
   assert with_rc.data.source == str(tmp_path / "data/prompt_pairs.npz")
   assert not with_rc.optim.scheduled  # constant lr: 300 steps are the first 300 of the 3000-step Stage 2
   a = dataclasses.replace(with_rc, run_dir="", options=dataclasses.replace(with_rc.options, recache_mode="none"))

@@ -398,6 +398,7 @@ def test_score_of_ground_truth_videos():
   """The evaluation's batch scoring on rendered truth: every attribute right, over time too, and a switch of the
   world's own is continuous."""
   from longlive_jax.toyworld.evaluate import score
+  from longlive_jax.toyworld.judge import judge_video
 
   scripts = [
     ["a red circle moves right on a blue background", "a red circle moves up on a blue background"],
@@ -420,3 +421,14 @@ def test_score_of_ground_truth_videos():
   tail = score(videos[:, :37], [s[:1] for s in scripts], bin_s=2.0)  # 2.31 s: the last 0.31 s holds no window
   assert [b["end_s"] for b in tail["over_time"]] == [2.0], tail["over_time"]
   assert wrong["accuracy"]["background"] == 0.0 and wrong["accuracy"]["all"] < 0.5
+  # The confusion counts every judged window by (prompt, judged): on the truth only the diagonal; against the other
+  # video's script the judged values are that video's own attributes.
+  windows = sum(n for row in res["confusion"]["shape"].values() for n in row.values())
+  assert windows == sum(
+    len(judge_video(v, prompts=s, switch_frames=[latent_to_video_frame(switch)]).windows)
+    for v, s in zip(videos, scripts, strict=True)
+  )
+  for attr, table in res["confusion"].items():
+    assert all(set(row) == {exp} for exp, row in table.items()), (attr, table)
+  assert wrong["confusion"]["shape"] == {"circle": {"triangle": windows // 2}, "triangle": {"circle": windows // 2}}
+  assert set(wrong["confusion"]["motion"]["bounces"]) <= {"moves right", "moves up"}

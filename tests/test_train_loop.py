@@ -409,6 +409,8 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
       ), f"{name}.yaml starts from {path}, which no earlier step of train_all.sh makes"
     if cfg["stage"] == "teacher":
       last_teacher = cfg["run_dir"] + "/export"
+    if cfg["stage"] == "ode-init":  # it regresses the newest teacher's trajectories, starting from its weights
+      assert wanted[0] == last_teacher, f"{name}.yaml starts from {wanted[0]}, the teacher is {last_teacher}"
     for key in ("teacher", "critic"):  # DMD scores with the teacher's final phase, not an earlier one
       path = (cfg.get("options") or {}).get(key, {}).get("checkpoint")
       assert path in (None, last_teacher), f"{name}.yaml: options.{key} is {path}, the teacher is {last_teacher}"
@@ -427,7 +429,10 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
   frames["ode-pairs"] = re.search(r"ode-pairs [^\n]*\n?[^\n]*--latent-frames (\d+)", script)
   assert all(frames.values()), f"train_all.sh must pass --latent-frames to latents and ode-pairs: {frames}"
   n = {k: int(m.group(1)) for k, m in frames.items()}
-  opts = {name: yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text())["options"] for name in order[2:]}
+  opts = {
+    name: yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text()).get("options") or {}
+    for name in order[2:]
+  }
   n["self_forcing"] = opts["self_forcing"]["num_training_frames"]
   n.update({k: o["streaming_chunk_size"] for k, o in opts.items() if "streaming_chunk_size" in o})
   assert len(set(n.values())) == 1, f"latent lengths differ: {n}"

@@ -34,7 +34,7 @@ Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise s
 4. ``steps/*``: the shipped 4-step student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
    (CFG 3), 9 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
 
-Exports under ``--run``: ``teacher/``, ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
+Exports under ``--run``: ``teacher_uniform/`` (the students' teacher), ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
 and ``vae/export``; the shipped model is ``--model`` or ``longlive_jax.toyworld.model.default_checkpoint()``.
 The two 300-step variants (:data:`TRAINED_HERE`) are trained by this script into ``--run`` when missing
 (resumable; ``--no-train`` skips them). Each finished row is cached as JSON in
@@ -65,7 +65,8 @@ import ablation_rows as ar  # noqa: E402
 RUN = Path("runs/toyworld")
 _TRAIN = "`longlive-jax train configs/toyworld/{}.yaml` (a step of experiments/toyworld/train_all.sh)"
 MODELS = {  # name: (export under --run, producer)
-  "teacher": ("teacher/export", _TRAIN.format("teacher")),
+  # the teacher every student stage learned from (step 2b: fine-tuned on clips that start anywhere)
+  "teacher": ("teacher_uniform/export", _TRAIN.format("teacher_uniform")),
   "ode_init": ("ode_init/export", _TRAIN.format("ode_init")),
   "self_forcing": ("self_forcing/export", _TRAIN.format("self_forcing")),
   "streaming_long": ("streaming_long/export", _TRAIN.format("streaming_long")),
@@ -107,7 +108,7 @@ def row_specs(plan: ar.Plan) -> list[dict]:
     dict(key="long/ode_init", label="ODE init (no self-rollout)", kind="long", model="ode_init"),
     dict(key="long/self_forcing", label="Stage 1: Self-Forcing DMD", kind="long", model="self_forcing"),
     dict(key="long/streaming_long", label="Stage 2: streaming long tuning", kind="long", model="streaming_long"),
-    dict(key="long/shipped", label="shipped: Stage 2 + uncentred-teacher phase", kind="long", model="shipped"),
+    dict(key="long/shipped", label="shipped: Stage 2 + its second phase", kind="long", model="shipped"),
     dict(key="switch/ground_truth", label="the world (ground truth)", kind="switch_gt", model=None),
   ]
   for mode, gs, label in (

@@ -2,8 +2,9 @@
 
   python experiments/toyworld/evaluate.py --out experiments/results/toyworld_eval.json
 
-Rows: the bidirectional teacher (48 guided steps: the ceiling), ODE init, Stage 1 (Self-Forcing DMD) and
-Stage 2 (streaming long tuning), each on
+Rows: the bidirectional teachers (48 guided steps: the ceiling; ``teacher`` trained on centred clips,
+``teacher_uniform`` fine-tuned from it on clips that start anywhere, the one every student stage learns from), ODE
+init, Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
 
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
@@ -28,11 +29,13 @@ import numpy as np
 RUN = Path("runs/toyworld")
 STAGES = {
   "teacher": "teacher/export",
+  "teacher_uniform": "teacher_uniform/export",
   "ode_init": "ode_init/export",
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
-  "streaming_long_uniform": "streaming_long_uniform/export",
+  "streaming_long_2": "streaming_long_2/export",
 }
+TEACHERS = ("teacher", "teacher_uniform")  # bidirectional: judged at their clip length only
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)
 NOISE_SEED = 10_000  # training draws come from the train states' keys (seed 0): disjoint
 
@@ -83,10 +86,10 @@ def main() -> int:
   rows = []
   for stage, sub in STAGES.items():
     for length in (TRAIN_LEN, 10 * TRAIN_LEN):
-      if stage == "teacher" and length != TRAIN_LEN:
+      if stage in TEACHERS and length != TRAIN_LEN:
         continue
       for split, prompts in sets.items():
-        rows.append((f"{stage}/{split}/{length}", str(run / sub), vae, prompts, length, stage == "teacher"))
+        rows.append((f"{stage}/{split}/{length}", str(run / sub), vae, prompts, length, stage in TEACHERS))
   for split, prompts in sets.items():
     rows.append((f"shipped/{split}/10s", model, model, prompts, 42, False))
   rng = np.random.default_rng(7)

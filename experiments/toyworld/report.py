@@ -13,11 +13,12 @@ from pathlib import Path
 
 ATTRS = ("background", "colour", "shape", "motion", "all")
 STAGE_NAMES = {
-  "teacher": "teacher (bidirectional, 48 steps, CFG 3)",
+  "teacher": "teacher, centred clips (bidirectional, 48 steps, CFG 3)",
+  "teacher_uniform": "teacher fine-tuned on clips that start anywhere (the students' teacher)",
   "ode_init": "ODE init (4 steps, causal)",
   "self_forcing": "Stage 1: Self-Forcing DMD",
   "streaming_long": "Stage 2: streaming long tuning",
-  "streaming_long_uniform": "Stage 2 again, DMD teacher on uncentred clips",
+  "streaming_long_2": "Stage 2, second phase (the shipped DiT)",
 }
 
 
@@ -62,6 +63,33 @@ def eval_tables(res: dict) -> str:
   return text
 
 
+CONFUSION_ROWS = ("shipped/seen/10s", "teacher_uniform/seen/9")  # the product and the ceiling it learns from
+
+
+def confusion_table(row: dict, attr: str) -> str:
+  """Expected (rows) against judged (columns) for one attribute of a row's judged windows, in % of each row."""
+  conf = row["confusion"][attr]
+  seen = sorted({o for r in conf.values() for o in r})
+  cols = [*sorted(conf), *(o for o in seen if o not in conf)]  # expected values first, then e.g. "no object"
+  out = [f"| {attr} (prompt ↓, judged →) | " + " | ".join(cols) + " | windows |", "|" + " --- |" * (len(cols) + 2)]
+  for exp in sorted(conf):
+    n = sum(conf[exp].values())
+    cells = [(f"**{pct(conf[exp].get(c, 0) / n)}**" if c == exp else pct(conf[exp].get(c, 0) / n)) for c in cols]
+    out.append(f"| {exp} | " + " | ".join(cells) + f" | {n} |")
+  return "\n".join(out)
+
+
+def confusion_tables(res: dict) -> str:
+  parts = []
+  for key in CONFUSION_ROWS:
+    r = res.get(key)
+    if r is None or "confusion" not in r:
+      continue
+    parts.append(f"Where the mistakes are: {key} ({r['videos']} videos, judged windows of 1 s):")
+    parts += [confusion_table(r, a) for a in ("shape", "motion")]
+  return "\n\n".join(parts)
+
+
 def realtime_table(res: dict) -> str:
   s, t = res["steady"], res["time_to_first_frame"]
   h, w = s["resolution"]
@@ -78,10 +106,10 @@ def realtime_table(res: dict) -> str:
 
 def record_table(rec: dict) -> str:
   t = rec["training"]
-  rows = ["| step | wall time |", "| --- | --- |"]
+  rows = ["| step | wall time | note |", "| --- | --- | --- |"]
   for x in t["timing"]:
-    rows.append(f"| {x['step']} | {x['seconds'] / 60:.1f} min |")
-  rows.append(f"| total | {t['total_seconds'] / 60:.1f} min |")
+    rows.append(f"| {x['step']} | {x['seconds'] / 60:.1f} min | {x.get('note', '')} |")
+  rows.append(f"| total | {t['total_seconds'] / 60:.1f} min | |")
   return "\n".join(rows)
 
 
@@ -91,7 +119,12 @@ def main() -> int:
   ap.add_argument("--realtime", default="experiments/results/toyworld_realtime.json")
   ap.add_argument("--record", default="experiments/results/toyworld_training_record.json")
   a = ap.parse_args()
-  for path, fn in ((a.record, record_table), (a.realtime, realtime_table), (a.eval, eval_tables)):
+  for path, fn in (
+    (a.record, record_table),
+    (a.realtime, realtime_table),
+    (a.eval, eval_tables),
+    (a.eval, confusion_tables),
+  ):
     if Path(path).is_file():
       print(f"<!-- from {path} -->")
       print(fn(json.loads(Path(path).read_text())))

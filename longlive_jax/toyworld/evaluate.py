@@ -198,10 +198,27 @@ def _nanmedian(values) -> float:
   return float(np.median(v)) if v.size else float("nan")
 
 
+NO_OBJECT = "no object"
+
+
+def confusion(windows, attrs: Sequence[str] = ("colour", "shape", "motion")) -> dict[str, dict[str, dict[str, int]]]:
+  """``{attr: {expected: {observed: count}}}`` over judged windows (:class:`judge.WindowRecord`); a window
+  without an object counts as observed :data:`NO_OBJECT` (it is wrong for every object attribute)."""
+  out: dict[str, dict[str, dict[str, int]]] = {a: {} for a in attrs}
+  for w in windows:
+    for a in attrs:
+      got = w.observed.attributes()[a] if w.observed.present else NO_OBJECT
+      row = out[a].setdefault(getattr(w.expected, a), {})
+      row[got] = row.get(got, 0) + 1
+  return out
+
+
 def score(
   videos: np.ndarray, scripts: Sequence[Sequence[str]], *, switch_frames: Sequence[int] = (), bin_s: float = 10.0
 ) -> dict:
-  """Judge every video; mean accuracies per attribute, per time bin, and per switch."""
+  """Judge every video; mean accuracies per attribute, per time bin, and per switch, and the confusion of the
+  object's attributes: ``confusion[attr][expected][observed]`` counts judged windows (observed ``"no object"``
+  where the judge found none), so a reader sees which mistakes make up the accuracy."""
   vf = [latent_to_video_frame(f) for f in switch_frames]
   scores = [judge.judge_video(v, prompts=list(s), switch_frames=vf) for v, s in zip(videos, scripts, strict=True)]
   attrs = ("background", "colour", "shape", "motion", "all")
@@ -230,6 +247,7 @@ def score(
     "quality_first": float(np.mean([s.drift.quality_first for s in scores])),
     "quality_last": float(np.mean([s.drift.quality_last for s in scores])),
   }
+  out["confusion"] = confusion([w for s in scores for w in s.windows])
   if switch_frames:
     out["switches"] = [
       {
