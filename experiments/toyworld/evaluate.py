@@ -40,25 +40,28 @@ TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (confi
 NOISE_SEED = 10_000  # training draws come from the train states' keys (seed 0): disjoint
 
 
-def prompt_sets(n_seen: int) -> dict[str, list[str]]:
+PROMPT_SEED = 4242  # the README's seen prompts; choose models on another (--prompt-seed, --noise-seed)
+
+
+def prompt_sets(n_seen: int, *, seed: int = PROMPT_SEED) -> dict[str, list[str]]:
   from longlive_jax.toyworld import grammar
 
-  rng = np.random.default_rng(4242)
+  rng = np.random.default_rng(seed)
   seen = [grammar.sample_attributes(rng, split="train").caption for _ in range(n_seen)]
   return {"seen": seen, "held_out": [a.caption for a in grammar.split_combinations("held_out")]}
 
 
-def run_row(name: str, dit: str, vae: str, prompts: list[str], *, latent_frames: int, teacher: bool) -> dict:
+def run_row(
+  name: str, dit: str, vae: str, prompts: list[str], *, latent_frames: int, teacher: bool, seed: int = NOISE_SEED
+) -> dict:
   from longlive_jax.toyworld import evaluate as ev
 
   model, vae_m, enc = ev.load_models(dit, vae)
   t0 = time.perf_counter()
   if teacher:
-    videos, timing = ev.teacher_videos(model, vae_m, enc, prompts, latent_frames=latent_frames, seed=NOISE_SEED)
+    videos, timing = ev.teacher_videos(model, vae_m, enc, prompts, latent_frames=latent_frames, seed=seed)
   else:
-    videos, timing = ev.causal_videos(
-      model, vae_m, enc, [[p] for p in prompts], latent_frames=latent_frames, seed=NOISE_SEED
-    )
+    videos, timing = ev.causal_videos(model, vae_m, enc, [[p] for p in prompts], latent_frames=latent_frames, seed=seed)
   res = ev.score(videos, [[p] for p in prompts])
   res.update(
     name=name, latent_frames=latent_frames, generate_seconds=timing["seconds"], total_seconds=time.perf_counter() - t0
@@ -75,13 +78,17 @@ def main() -> int:
   ap.add_argument("--cache", default=str(RUN / "eval"))
   ap.add_argument("--rows", help="comma-separated row names to run (default: all)")
   ap.add_argument("--out", required=True)
+  ap.add_argument(
+    "--prompt-seed", type=int, default=PROMPT_SEED, help="seed of the seen prompts (another one: a validation set)"
+  )
+  ap.add_argument("--noise-seed", type=int, default=NOISE_SEED, help="seed of the generators' noise")
   a = ap.parse_args()
   from longlive_jax.toyworld.model import default_checkpoint
 
   run, cache = Path(a.run), Path(a.cache)
   cache.mkdir(parents=True, exist_ok=True)
   model = a.model or str(default_checkpoint())
-  sets = prompt_sets(a.seen)
+  sets = prompt_sets(a.seen, seed=a.prompt_seed)
   vae = str(run / "vae" / "export")
   rows = []
   for stage, sub in STAGES.items():
@@ -105,7 +112,7 @@ def main() -> int:
     if wanted is not None and name not in wanted:
       continue
     print(f"== {name}: {len(prompts)} videos of {length} latent frames", flush=True)
-    res = run_row(name, dit, vae_ck, prompts, latent_frames=length, teacher=teacher)
+    res = run_row(name, dit, vae_ck, prompts, latent_frames=length, teacher=teacher, seed=a.noise_seed)
     path.write_text(json.dumps(res))
     results[name] = res
     acc = res["accuracy"]
