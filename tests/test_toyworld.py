@@ -52,6 +52,34 @@ def test_motions_follow_the_grammar():
   assert (np.sign(v[1:, 0]) != np.sign(v[:-1, 0])).any()  # it did hit a wall
 
 
+def test_bounces_sets_off_down_and_right_whatever_the_seed():
+  # The diagonal is the world's, not the seed's: the first step of every scene, and the first step after a
+  # switch into `bounces` (from a wrapped position too), is (+, +) at the world speed unless a wall is hit.
+  diag = np.array([SPEED, SPEED]) / np.sqrt(2.0)
+  firsts, free = [], []
+  for seed in range(40):
+    scene = Scene.from_prompts(["a red triangle bounces on a white background"], seed=seed)
+    pos = simulate(scene, 2)
+    firsts.append(pos[1] - pos[0])
+    free.append(bool(np.all(pos[0] < 64 - scene.margin - SPEED)))  # no wall within one step down-right
+  firsts, free = np.array(firsts), np.array(free)
+  assert free.sum() >= 30
+  np.testing.assert_allclose(firsts[free], np.broadcast_to(diag, firsts[free].shape), atol=1e-9)
+  checked = 0
+  for seed in range(10):
+    at = latent_to_video_frame(3)
+    scene = Scene.from_prompts(
+      ["a red triangle moves left on a white background", "a red triangle bounces on a white background"],
+      seed=seed,
+      switch_frames=[at],
+    )
+    pos = simulate(scene, at + 4)
+    if np.all(pos[at] < 64 - scene.margin - 2 * SPEED):
+      np.testing.assert_allclose(pos[at + 2] - pos[at + 1], diag, atol=1e-9)
+      checked += 1
+  assert checked >= 5
+
+
 def test_switch_keeps_the_position_and_changes_the_attributes():
   at = latent_to_video_frame(5)
   scene = Scene.from_prompts([PROMPT, "a green circle moves up on a blue background"], seed=1, switch_frames=[at])

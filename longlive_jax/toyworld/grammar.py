@@ -6,8 +6,8 @@ A scene is one object on a plain background, described by one sentence of the gr
 
 with colours red, green, blue, yellow, purple, white (the background's differs from the object's),
 shapes circle, square, triangle, and motions ``moves left`` / ``moves right`` / ``moves up`` /
-``moves down`` (constant speed, wrapping around the edges), ``bounces`` (diagonal, reflecting off the
-walls) and ``stays still``. That is 6 x 5 x 3 x 6 = 540 combinations of (colour, shape, motion,
+``moves down`` (constant speed, wrapping around the edges), ``bounces`` (diagonal, setting off down and
+to the right, reflecting off the walls) and ``stays still``. That is 6 x 5 x 3 x 6 = 540 combinations of (colour, shape, motion,
 background); :data:`HELD_OUT` is a fixed ~10% of them (54) that never appear in training, so that
 generalisation to unseen combinations can be measured (:func:`is_held_out`).
 
@@ -34,8 +34,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 MOTIONS = ("moves left", "moves right", "moves up", "moves down", "bounces", "stays still")
-# Unit velocity of each motion in (dx, dy) per frame, y pointing down. "bounces" draws its diagonal
-# signs from the scene's seed (see :mod:`longlive_jax.toyworld.render`).
+# Velocity direction of each motion in (dx, dy) per frame, y pointing down. "bounces" sets off along
+# (+1, +1) (normalised to the world speed) and reflects off the walls (see :mod:`longlive_jax.toyworld.render`).
 DIRECTIONS: dict[str, tuple[float, float]] = {
   "moves left": (-1.0, 0.0),
   "moves right": (1.0, 0.0),
