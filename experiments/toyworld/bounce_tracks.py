@@ -1,0 +1,123 @@
+"""Where `bounces` is lost on long videos: the tracked object of a causal model's bouncing videos against the world's.
+
+  python experiments/toyworld/bounce_tracks.py [--model CHECKPOINT] [--num 20] [--latent-frames 42]
+      --out experiments/results/toyworld_bounce_tracks.json [--plot docs/toyworld_bounce_tracks.png]
+
+``num`` training-split prompts whose motion is ``bounces`` (prompt seed 5), streamed by the model as
+``evaluate.py`` does (noise seed 31, never used in training), and the world's own rendering of the same prompts
+(uniform start). Each video's object is tracked by the judge's features (torus-aware centre per frame). Reported
+per second: the mean speed along the track (px/frame; the world's: 0.75), the mean distance of the centre from
+the nearest wall a bouncing object reflects at (``Scene.margin`` from the frame's edge) and from the down-right
+corner of those walls (where a (+, +) start heads); per video: the span of the track in the second half (px per
+axis, both axes averaged; a bouncing object covers the box between the walls). The judge's motion verdict per
+1-s window is kept too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FPS = 16
+
+
+def _tracks(videos: np.ndarray) -> np.ndarray:
+  from longlive_jax.toyworld.judge.features import _features
+
+  return np.stack([_features(v).centre for v in videos])  # [N, T, 2] (x, y) px
+
+
+def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
+  from longlive_jax.toyworld import judge
+
+  tr = _tracks(videos)
+  step = np.linalg.norm(np.diff(tr, axis=1), axis=-1)  # [N, T-1] px/frame (no wrap: bouncing objects stay inside)
+  lo, hi = margin, size - margin
+  wall = np.minimum(np.minimum(tr[..., 0] - lo, hi - tr[..., 0]), np.minimum(tr[..., 1] - lo, hi - tr[..., 1]))
+  corner = np.linalg.norm(tr - hi, axis=-1)  # [N, T] px from where a (+, +) start first runs into both walls
+  half = tr[:, tr.shape[1] // 2 :]
+  span = (half.max(axis=1) - half.min(axis=1)).mean(axis=-1)  # [N] px covered per axis in the second half
+  secs = videos.shape[1] // FPS
+  verdicts = [[judge.judge_window(v[s * FPS : s * FPS + FPS]).motion for s in range(secs)] for v in videos]
+  return {
+    "speed_per_second": [float(step[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
+    "wall_distance_per_second": [float(wall[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
+    "corner_distance_per_second": [float(corner[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
+    "second_half_span": float(span.mean()),
+    "bounces_windows": float(np.mean([[x == "bounces" for x in v] for v in verdicts])),
+    "bounces_windows_per_second": [float(np.mean([v[s] == "bounces" for v in verdicts])) for s in range(secs)],
+    "tracks": np.round(tr[:, ::4], 1).tolist(),  # every 4th frame
+  }
+
+
+def main() -> int:
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--model", help="whole-model checkpoint (default: the shipped toy-world model)")
+  ap.add_argument("--num", type=int, default=20)
+  ap.add_argument("--latent-frames", type=int, default=42, help="42: the 10-s videos of the evidence table")
+  ap.add_argument("--out", required=True)
+  ap.add_argument("--plot", help="PNG of the tracks (needs matplotlib: pip install -e '.[experiments]')")
+  a = ap.parse_args()
+
+  from longlive_jax.toyworld import evaluate as ev
+  from longlive_jax.toyworld import grammar
+  from longlive_jax.toyworld.model import default_checkpoint
+  from longlive_jax.toyworld.render import Scene, num_video_frames, render
+
+  ckpt = Path(a.model or default_checkpoint())
+  rng = np.random.default_rng(5)
+  prompts: list[str] = []
+  while len(prompts) < a.num:
+    attrs = grammar.sample_attributes(rng, split="train")
+    if attrs.motion == "bounces":
+      prompts.append(attrs.caption)
+  model, vae, enc = ev.load_models(ckpt, ckpt)  # a whole-model checkpoint holds both (as evaluate.py loads it)
+  videos, _ = ev.causal_videos(model, vae, enc, [[p] for p in prompts], latent_frames=a.latent_frames, seed=31)
+  n = num_video_frames(a.latent_frames)
+  world = np.stack([render(Scene.from_prompts([p], seed=1000 + i), n) for i, p in enumerate(prompts)])
+  margin = Scene.from_prompts(prompts[:1], seed=0).margin
+  size = videos.shape[2]
+  out = {
+    "model": str(ckpt),
+    "prompts": prompts,
+    "latent_frames": a.latent_frames,
+    "margin_px": margin,
+    "model_videos": summarise(videos, size=size, margin=margin),
+    "world": summarise(world, size=size, margin=margin),
+  }
+  Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(a.out).write_text(json.dumps(out, indent=1))
+  for name in ("world", "model_videos"):
+    r = out[name]
+    print(
+      f"{name:>12}: second-half span {r['second_half_span']:.1f} px, `bounces` windows {100 * r['bounces_windows']:.0f}%; "
+      "speed px/frame per second " + " ".join(f"{x:.2f}" for x in r["speed_per_second"])
+    )
+  if a.plot:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharex=True, sharey=True)
+    for ax, name, title in ((axes[0], "world", "the world"), (axes[1], "model_videos", "the model")):
+      for t in np.asarray(out[name]["tracks"])[:8]:
+        ax.plot(t[:, 0], t[:, 1], lw=1)
+        ax.plot(t[:1, 0], t[:1, 1], "k.", ms=5)
+      ax.add_patch(
+        plt.Rectangle((margin, margin), size - 2 * margin, size - 2 * margin, fill=False, ls="--", color="gray")
+      )
+      ax.set(xlim=(0, size), ylim=(size, 0), aspect="equal", title=f"{title}: `bounces`, {n / FPS:.0f} s")
+    fig.suptitle("object centre (dot: start; dashed: where a bouncing centre reflects)")
+    fig.tight_layout()
+    fig.savefig(a.plot, dpi=110)
+    print(f"wrote {a.plot}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
