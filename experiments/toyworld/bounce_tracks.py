@@ -2,6 +2,8 @@
 
   python experiments/toyworld/bounce_tracks.py [--model CHECKPOINT] [--num 20] [--latent-frames 42]
       --out experiments/results/toyworld_bounce_tracks.json [--plot docs/toyworld_bounce_tracks.png]
+  python experiments/toyworld/bounce_tracks.py --teacher runs/toyworld/teacher_uniform/export --latent-frames 9
+      --out experiments/results/toyworld_bounce_tracks_teacher.json   # the bidirectional teacher (48 steps, CFG 3)
 
 ``num`` training-split prompts whose motion is ``bounces`` (prompt seed 5), streamed by the model as
 ``evaluate.py`` does (noise seed 31, never used in training), and the world's own rendering of the same prompts
@@ -10,7 +12,8 @@ per second: the mean speed along the track (px/frame; the world's: 0.75), the me
 the nearest wall a bouncing object reflects at (``Scene.margin`` from the frame's edge) and from the down-right
 corner of those walls (where a (+, +) start heads); per video: the span of the track in the second half (px per
 axis, both axes averaged; a bouncing object covers the box between the walls). The judge's motion verdict per
-1-s window is kept too.
+1-s window is kept too; and, for short clips too, the mean speed where the centre is within 3 px of those walls
+(where the world reflects at full speed) against where it is more than 6 px away.
 """
 
 from __future__ import annotations
@@ -42,12 +45,16 @@ def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
   half = tr[:, tr.shape[1] // 2 :]
   span = (half.max(axis=1) - half.min(axis=1)).mean(axis=-1)  # [N] px covered per axis in the second half
   secs = videos.shape[1] // FPS
+  near, away = wall[:, 1:] <= 3.0, wall[:, 1:] > 6.0  # [N, T-1] per step (its end frame)
   verdicts = [[judge.judge_window(v[s * FPS : s * FPS + FPS]).motion for s in range(secs)] for v in videos]
   return {
     "speed_per_second": [float(step[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
     "wall_distance_per_second": [float(wall[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
     "corner_distance_per_second": [float(corner[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
     "second_half_span": float(span.mean()),
+    "speed_near_walls": float(step[near].mean()) if near.any() else float("nan"),
+    "speed_away_from_walls": float(step[away].mean()) if away.any() else float("nan"),
+    "frames_near_walls": float(near.mean()),
     "bounces_windows": float(np.mean([[x == "bounces" for x in v] for v in verdicts])),
     "bounces_windows_per_second": [float(np.mean([v[s] == "bounces" for v in verdicts])) for s in range(secs)],
     "tracks": np.round(tr[:, ::4], 1).tolist(),  # every 4th frame
@@ -57,6 +64,8 @@ def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--model", help="whole-model checkpoint (default: the shipped toy-world model)")
+  ap.add_argument("--teacher", help="a bidirectional DiT export instead: its guided samples (48 steps, CFG 3)")
+  ap.add_argument("--vae", default="runs/toyworld/vae/export", help="with --teacher: the VAE export")
   ap.add_argument("--num", type=int, default=20)
   ap.add_argument("--latent-frames", type=int, default=42, help="42: the 10-s videos of the evidence table")
   ap.add_argument("--out", required=True)
@@ -75,8 +84,13 @@ def main() -> int:
     attrs = grammar.sample_attributes(rng, split="train")
     if attrs.motion == "bounces":
       prompts.append(attrs.caption)
-  model, vae, enc = ev.load_models(ckpt, ckpt)  # a whole-model checkpoint holds both (as evaluate.py loads it)
-  videos, _ = ev.causal_videos(model, vae, enc, [[p] for p in prompts], latent_frames=a.latent_frames, seed=31)
+  if a.teacher:
+    ckpt = Path(a.teacher)
+    model, vae, enc = ev.load_models(ckpt, a.vae)
+    videos, _ = ev.teacher_videos(model, vae, enc, prompts, latent_frames=a.latent_frames, seed=31)
+  else:
+    model, vae, enc = ev.load_models(ckpt, ckpt)  # a whole-model checkpoint holds both (as evaluate.py loads it)
+    videos, _ = ev.causal_videos(model, vae, enc, [[p] for p in prompts], latent_frames=a.latent_frames, seed=31)
   n = num_video_frames(a.latent_frames)
   world = np.stack([render(Scene.from_prompts([p], seed=1000 + i), n) for i, p in enumerate(prompts)])
   margin = Scene.from_prompts(prompts[:1], seed=0).margin
@@ -95,7 +109,8 @@ def main() -> int:
     r = out[name]
     print(
       f"{name:>12}: second-half span {r['second_half_span']:.1f} px, `bounces` windows {100 * r['bounces_windows']:.0f}%; "
-      "speed px/frame per second " + " ".join(f"{x:.2f}" for x in r["speed_per_second"])
+      f"speed px/frame near the walls {r['speed_near_walls']:.2f}, away {r['speed_away_from_walls']:.2f}; "
+      "per second " + " ".join(f"{x:.2f}" for x in r["speed_per_second"])
     )
   if a.plot:
     import matplotlib
@@ -104,7 +119,10 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.6), sharex=True, sharey=True)
-    for ax, name, title in ((axes[0], "world", "the world"), (axes[1], "model_videos", "the model")):
+    for ax, name, title in (
+      (axes[0], "world", "the world"),
+      (axes[1], "model_videos", "the teacher" if a.teacher else "the model"),
+    ):
       for t in np.asarray(out[name]["tracks"])[:8]:
         ax.plot(t[:, 0], t[:, 1], lw=1)
         ax.plot(t[:1, 0], t[:1, 1], "k.", ms=5)
