@@ -40,23 +40,25 @@ def _tracks(videos: np.ndarray) -> np.ndarray:
 def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
   from longlive_jax.toyworld import judge
 
-  tr = _tracks(videos)
+  tr = _tracks(videos)  # NaN where the judge finds no object: left out of every mean below
+  found = np.isfinite(tr).all(axis=-1)  # [N, T]
   step = np.linalg.norm(np.diff(tr, axis=1), axis=-1)  # [N, T-1] px/frame (no wrap: bouncing objects stay inside)
   lo, hi = margin, size - margin
   wall = np.minimum(np.minimum(tr[..., 0] - lo, hi - tr[..., 0]), np.minimum(tr[..., 1] - lo, hi - tr[..., 1]))
   corner = np.linalg.norm(tr - hi, axis=-1)  # [N, T] px from where a (+, +) start first runs into both walls
   half = tr[:, tr.shape[1] // 2 :]
-  span = (half.max(axis=1) - half.min(axis=1)).mean(axis=-1)  # [N] px covered per axis in the second half
+  span = (np.nanmax(half, axis=1) - np.nanmin(half, axis=1)).mean(axis=-1)  # [N] px covered per axis in the second half
   secs = videos.shape[1] // FPS
   near, away = wall[:, 1:] <= 3.0, wall[:, 1:] > 6.0  # [N, T-1] per step (its end frame)
   verdicts = [[judge.judge_window(v[s * FPS : s * FPS + FPS]).motion for s in range(secs)] for v in videos]
   return {
-    "speed_per_second": [float(step[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
-    "wall_distance_per_second": [float(wall[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
-    "corner_distance_per_second": [float(corner[:, s * FPS : (s + 1) * FPS].mean()) for s in range(secs)],
-    "second_half_span": float(span.mean()),
-    "speed_near_walls": float(step[near].mean()) if near.any() else float("nan"),
-    "speed_away_from_walls": float(step[away].mean()) if away.any() else float("nan"),
+    "object_found": float(found.mean()),
+    "speed_per_second": [float(np.nanmean(step[:, s * FPS : (s + 1) * FPS])) for s in range(secs)],
+    "wall_distance_per_second": [float(np.nanmean(wall[:, s * FPS : (s + 1) * FPS])) for s in range(secs)],
+    "corner_distance_per_second": [float(np.nanmean(corner[:, s * FPS : (s + 1) * FPS])) for s in range(secs)],
+    "second_half_span": float(np.nanmean(span)),
+    "speed_near_walls": float(np.nanmean(step[near])) if near.any() else float("nan"),
+    "speed_away_from_walls": float(np.nanmean(step[away])) if away.any() else float("nan"),
     "frames_near_walls": float(near.mean()),
     "bounces_windows": float(np.mean([[x == "bounces" for x in v] for v in verdicts])),
     "bounces_windows_per_second": [float(np.mean([v[s] == "bounces" for v in verdicts])) for s in range(secs)],
@@ -94,6 +96,7 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--model", help="whole-model checkpoint (default: the shipped toy-world model)")
   ap.add_argument("--teacher", help="a bidirectional DiT export instead: its guided samples (48 steps, CFG 3)")
+  ap.add_argument("--guidance", type=float, default=3.0, help="with --teacher: CFG scale (3: the recipe's)")
   ap.add_argument("--vae", default="runs/toyworld/vae/export", help="with --teacher: the VAE export")
   ap.add_argument("--clips", action="store_true", help="count reflections in the teachers' training clips instead")
   ap.add_argument("--num", type=int, default=20)
@@ -127,7 +130,7 @@ def main() -> int:
   if a.teacher:
     ckpt = Path(a.teacher)
     model, vae, enc = ev.load_models(ckpt, a.vae)
-    videos, _ = ev.teacher_videos(model, vae, enc, prompts, latent_frames=a.latent_frames, seed=31)
+    videos, _ = ev.teacher_videos(model, vae, enc, prompts, latent_frames=a.latent_frames, seed=31, guidance=a.guidance)
   else:
     model, vae, enc = ev.load_models(ckpt, ckpt)  # a whole-model checkpoint holds both (as evaluate.py loads it)
     videos, _ = ev.causal_videos(model, vae, enc, [[p] for p in prompts], latent_frames=a.latent_frames, seed=31)
@@ -139,6 +142,7 @@ def main() -> int:
     "model": str(ckpt),
     "prompts": prompts,
     "latent_frames": a.latent_frames,
+    "guidance": a.guidance if a.teacher else None,
     "margin_px": margin,
     "model_videos": summarise(videos, size=size, margin=margin),
     "world": summarise(world, size=size, margin=margin),
