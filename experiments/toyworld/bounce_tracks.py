@@ -4,6 +4,8 @@
       --out experiments/results/toyworld_bounce_tracks.json [--plot docs/toyworld_bounce_tracks.png]
   python experiments/toyworld/bounce_tracks.py --teacher runs/toyworld/teacher_uniform/export --latent-frames 9
       --out experiments/results/toyworld_bounce_tracks_teacher.json   # the bidirectional teacher (48 steps, CFG 3)
+  python experiments/toyworld/bounce_tracks.py --teacher runs/toyworld/teacher_uniform/export --latent-frames 9 \
+      --denoise 0.5,0.7,0.9 --out experiments/results/toyworld_bounce_tracks_denoise.json  # one step on true clips
   python experiments/toyworld/bounce_tracks.py --clips --out experiments/results/toyworld_bounce_tracks_clips.json
 
 ``num`` training-split prompts whose motion is ``bounces`` (prompt seed 5), streamed by the model as
@@ -16,7 +18,10 @@ axis, both axes averaged; a bouncing object covers the box between the walls). T
 1-s window is kept too; and, for short clips too, the mean speed where the centre is within 3 px of those walls
 (where the world reflects at full speed) against where it is more than 6 px away. ``--clips`` instead counts the
 bouncing clips (no switch) of the teachers' training sets (``train_all.sh``'s: 4000 9-latent clips, 70% centred,
-seed 11; and uniform starts, seed 13) whose object reflects within the clip, from the scenes alone.
+seed 11; and uniform starts, seed 13) whose object reflects within the clip, from the scenes alone. ``--denoise
+SIGMAS`` (with ``--teacher``) asks whether the teacher knows a reflection when it sees one: the world's clips of
+the prompts (VAE-encoded) noised to each sigma and denoised in one unguided step (``x0 = x_t - sigma v``), then
+tracked like the samples; sigma 0 is the VAE's own round trip.
 """
 
 from __future__ import annotations
@@ -92,12 +97,45 @@ def clip_reflections(*, centre_fraction: float, seed: int, num: int = 4000, late
   }
 
 
+def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, margin: float) -> int:
+  """``--denoise``: the teacher's one-step estimate of the world's clips at each sigma, tracked."""
+  import jax
+  import jax.numpy as jnp
+
+  from longlive_jax.toyworld import evaluate as ev
+  from longlive_jax.vae.stream import decode, encode
+
+  dit, vae, enc = ev.load_models(a.teacher, a.vae)
+  x = jnp.asarray(world, jnp.float32) / 127.5 - 1.0  # [N, T, H, W, 3]
+  x0 = jnp.concatenate([encode(vae, x[b : b + 8]) for b in range(0, len(x), 8)])  # [N, F, h, w, C]
+  eps = jax.random.normal(jax.random.key(31), x0.shape)
+  ctx = jnp.asarray(enc(prompts))
+  size = world.shape[2]
+  out = {"teacher": a.teacher, "prompts": prompts, "latent_frames": a.latent_frames, "margin_px": margin}
+  out["world"] = summarise(world, size=size, margin=margin)
+  for sigma in [0.0, *(float(s) for s in a.denoise.split(","))]:
+    xt = (1.0 - sigma) * x0 + sigma * eps
+    v = jnp.concatenate([dit(xt[b : b + 8], jnp.full((len(xt[b : b + 8]),), 1000.0 * sigma), ctx[b : b + 8])
+                         for b in range(0, len(xt), 8)])  # fmt: skip
+    est = ev._to_uint8(jnp.concatenate([decode(vae, e[None]) for e in xt - sigma * v]))
+    out[f"sigma_{sigma}"] = summarise(est, size=size, margin=margin)
+  Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+  Path(a.out).write_text(json.dumps(out, indent=1))
+  for name, r in out.items():
+    if isinstance(r, dict):
+      print(
+        f"{name:>10}: speed px/frame near the walls {r['speed_near_walls']:.2f}, away {r['speed_away_from_walls']:.2f}"
+      )
+  return 0
+
+
 def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--model", help="whole-model checkpoint (default: the shipped toy-world model)")
   ap.add_argument("--teacher", help="a bidirectional DiT export instead: its guided samples (48 steps, CFG 3)")
   ap.add_argument("--guidance", type=float, default=3.0, help="with --teacher: CFG scale (3: the recipe's)")
   ap.add_argument("--vae", default="runs/toyworld/vae/export", help="with --teacher: the VAE export")
+  ap.add_argument("--denoise", help="with --teacher: comma-separated sigmas: one step on the world's clips instead")
   ap.add_argument("--clips", action="store_true", help="count reflections in the teachers' training clips instead")
   ap.add_argument("--num", type=int, default=20)
   ap.add_argument("--latent-frames", type=int, default=42, help="42: the 10-s videos of the evidence table")
@@ -127,6 +165,11 @@ def main() -> int:
     attrs = grammar.sample_attributes(rng, split="train")
     if attrs.motion == "bounces":
       prompts.append(attrs.caption)
+  n = num_video_frames(a.latent_frames)
+  world = np.stack([render(Scene.from_prompts([p], seed=1000 + i), n) for i, p in enumerate(prompts)])
+  margin = Scene.from_prompts(prompts[:1], seed=0).margin
+  if a.teacher and a.denoise:
+    return denoise_rows(a, prompts, world, margin)
   if a.teacher:
     ckpt = Path(a.teacher)
     model, vae, enc = ev.load_models(ckpt, a.vae)
@@ -134,9 +177,6 @@ def main() -> int:
   else:
     model, vae, enc = ev.load_models(ckpt, ckpt)  # a whole-model checkpoint holds both (as evaluate.py loads it)
     videos, _ = ev.causal_videos(model, vae, enc, [[p] for p in prompts], latent_frames=a.latent_frames, seed=31)
-  n = num_video_frames(a.latent_frames)
-  world = np.stack([render(Scene.from_prompts([p], seed=1000 + i), n) for i, p in enumerate(prompts)])
-  margin = Scene.from_prompts(prompts[:1], seed=0).margin
   size = videos.shape[2]
   out = {
     "model": str(ckpt),
