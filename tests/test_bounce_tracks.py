@@ -16,14 +16,14 @@ import bounce_tracks  # noqa: E402
 from longlive_jax.toyworld.render import Scene, render  # noqa: E402
 
 
-def _videos(prompt: str, n: int = 2, frames: int = 161) -> tuple[np.ndarray, float]:
+def _videos(prompt: str, n: int = 2, frames: int = 161) -> tuple[np.ndarray, list[str], float]:
   scenes = [Scene.from_prompts([prompt], seed=100 + i) for i in range(n)]
-  return np.stack([render(s, frames) for s in scenes]), scenes[0].margin
+  return np.stack([render(s, frames) for s in scenes]), [prompt] * n, scenes[0].margin
 
 
 def test_bouncing_world_keeps_speed_and_covers_the_box():
-  videos, margin = _videos("a red circle bounces on a blue background")
-  r = bounce_tracks.summarise(videos, size=64, margin=margin)
+  videos, prompts, margin = _videos("a red circle bounces on a blue background")
+  r = bounce_tracks.summarise(videos, prompts, size=64, margin=margin)
   assert len(r["speed_per_second"]) == 10
   np.testing.assert_allclose(r["speed_per_second"], 0.75, atol=0.03)
   assert r["second_half_span"] > 20.0  # the box between the walls is 34 px wide
@@ -32,8 +32,8 @@ def test_bouncing_world_keeps_speed_and_covers_the_box():
 
 
 def test_still_object_covers_nothing():
-  videos, margin = _videos("a red circle stays still on a blue background")
-  r = bounce_tracks.summarise(videos, size=64, margin=margin)
+  videos, prompts, margin = _videos("a red circle stays still on a blue background")
+  r = bounce_tracks.summarise(videos, prompts, size=64, margin=margin)
   assert max(r["speed_per_second"]) < 0.05
   assert r["second_half_span"] < 1.0
   assert r["bounces_windows"] == 0.0

@@ -10,7 +10,7 @@
 
 ``num`` training-split prompts whose motion is ``bounces`` (prompt seed 5), streamed by the model as
 ``evaluate.py`` does (noise seed 31, never used in training), and the world's own rendering of the same prompts
-(uniform start). Each video's object is tracked by the judge's features (torus-aware centre per frame). Reported
+(uniform start). Each video is judged (``judge.judge_video``: its object's centre per frame and 1-s windows). Reported
 per second: the mean speed along the track (px/frame; the world's: 0.75), the mean distance of the centre from
 the nearest wall a bouncing object reflects at (``Scene.margin`` from the frame's edge) and from the down-right
 corner of those walls (where a (+, +) start heads); per video: the span of the track in the second half (px per
@@ -36,16 +36,12 @@ import numpy as np
 FPS = 16
 
 
-def _tracks(videos: np.ndarray) -> np.ndarray:
-  from longlive_jax.toyworld.judge.features import _features
-
-  return np.stack([_features(v).centre for v in videos])  # [N, T, 2] (x, y) px
-
-
-def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
+def summarise(videos: np.ndarray, prompts: list[str], *, size: int, margin: float) -> dict:
+  """The figures of the module docstring for ``videos`` (uint8 ``[N, T, H, W, 3]``) of ``prompts``."""
   from longlive_jax.toyworld import judge
 
-  tr = _tracks(videos)  # NaN where the judge finds no object: left out of every mean below
+  scores = [judge.judge_video(v, prompts=[p]) for v, p in zip(videos, prompts, strict=True)]  # 16-frame windows
+  tr = np.stack([sc.track for sc in scores])  # [N, T, 2] (x, y) px; NaN where no object: left out of every mean
   found = np.isfinite(tr).all(axis=-1)  # [N, T]
   step = np.linalg.norm(np.diff(tr, axis=1), axis=-1)  # [N, T-1] px/frame (no wrap: bouncing objects stay inside)
   lo, hi = margin, size - margin
@@ -55,7 +51,7 @@ def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
   span = (np.nanmax(half, axis=1) - np.nanmin(half, axis=1)).mean(axis=-1)  # [N] px covered per axis in the second half
   secs = videos.shape[1] // FPS
   near, away = wall[:, 1:] <= 3.0, wall[:, 1:] > 6.0  # [N, T-1] per step (its end frame)
-  verdicts = [[judge.judge_window(v[s * FPS : s * FPS + FPS]).motion for s in range(secs)] for v in videos]
+  verdicts = [[w.observed.motion for w in sc.windows] for sc in scores]  # one per second
   return {
     "object_found": float(found.mean()),
     "speed_per_second": [float(np.nanmean(step[:, s * FPS : (s + 1) * FPS])) for s in range(secs)],
@@ -66,7 +62,9 @@ def summarise(videos: np.ndarray, *, size: int, margin: float) -> dict:
     "speed_away_from_walls": float(np.nanmean(step[away])) if away.any() else float("nan"),
     "frames_near_walls": float(near.mean()),
     "bounces_windows": float(np.mean([[x == "bounces" for x in v] for v in verdicts])),
-    "bounces_windows_per_second": [float(np.mean([v[s] == "bounces" for v in verdicts])) for s in range(secs)],
+    "bounces_windows_per_second": [
+      float(np.mean([v[s] == "bounces" for v in verdicts])) for s in range(len(verdicts[0]))
+    ],
     "tracks": np.round(tr[:, ::4], 1).tolist(),  # every 4th frame
   }
 
@@ -102,6 +100,9 @@ def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, m
   import jax
   import jax.numpy as jnp
 
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  import fresh_clips
+
   from longlive_jax.toyworld import evaluate as ev
   from longlive_jax.vae.stream import decode, encode
 
@@ -112,13 +113,12 @@ def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, m
   ctx = jnp.asarray(enc(prompts))
   size = world.shape[2]
   out = {"teacher": a.teacher, "prompts": prompts, "latent_frames": a.latent_frames, "margin_px": margin}
-  out["world"] = summarise(world, size=size, margin=margin)
+  out["world"] = summarise(world, prompts, size=size, margin=margin)
   for sigma in [0.0, *(float(s) for s in a.denoise.split(","))]:
-    xt = (1.0 - sigma) * x0 + sigma * eps
-    v = jnp.concatenate([dit(xt[b : b + 8], jnp.full((len(xt[b : b + 8]),), 1000.0 * sigma), ctx[b : b + 8])
-                         for b in range(0, len(xt), 8)])  # fmt: skip
-    est = ev._to_uint8(jnp.concatenate([decode(vae, e[None]) for e in xt - sigma * v]))
-    out[f"sigma_{sigma}"] = summarise(est, size=size, margin=margin)
+    xt, v = fresh_clips.velocities_at(dit, x0, eps, ctx, sigma)  # unguided, batches of 8
+    x0_hat = xt - sigma * v  # [N, F, h, w, C]
+    est = ev._to_uint8(jnp.concatenate([decode(vae, x0_hat[b : b + 8]) for b in range(0, len(x0_hat), 8)]))
+    out[f"sigma_{sigma}"] = summarise(est, prompts, size=size, margin=margin)
   Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   Path(a.out).write_text(json.dumps(out, indent=1))
   for name, r in out.items():
@@ -184,8 +184,8 @@ def main() -> int:
     "latent_frames": a.latent_frames,
     "guidance": a.guidance if a.teacher else None,
     "margin_px": margin,
-    "model_videos": summarise(videos, size=size, margin=margin),
-    "world": summarise(world, size=size, margin=margin),
+    "model_videos": summarise(videos, prompts, size=size, margin=margin),
+    "world": summarise(world, prompts, size=size, margin=margin),
   }
   Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   Path(a.out).write_text(json.dumps(out, indent=1))
