@@ -37,3 +37,24 @@ def test_still_object_covers_nothing():
   assert max(r["speed_per_second"]) < 0.05
   assert r["second_half_span"] < 1.0
   assert r["bounces_windows"] == 0.0
+
+
+def test_direction_agreement_sees_a_pull_towards_plus_plus():
+  """A track that follows the world's agrees with it (cosine 1, no pull); one that always heads (+, +) agrees on
+  clips entering along (+, +) and is pulled there on the others."""
+  import dataclasses
+
+  from longlive_jax.toyworld.render import simulate
+
+  base = Scene.from_prompts(["a red circle bounces on a blue background"], seed=7)
+  scenes = [dataclasses.replace(base, seed=100 + i, lead_in=lead) for i, lead in enumerate((0, 50, 90, 0, 70, 110))]
+  world = {"tracks": np.stack([simulate(s, 33)[::4] for s in scenes])}  # [N, 9, 2] every 4th frame
+  first = np.asarray([np.all(np.diff(simulate(s, 2), axis=0) > 0) for s in scenes])
+  assert first.any() and not first.all()
+  same = bounce_tracks.direction_agreement(world, world, first)
+  for v in same.values():
+    assert v["cosine"] > 0.99 and abs(v["pull_plus_plus"]) < 1e-9
+  plus = {"tracks": world["tracks"][:, :1] + 0.53 * 4 * np.arange(9)[None, :, None]}  # always (+, +), world speed
+  r = bounce_tracks.direction_agreement(plus, world, first)
+  assert r["enter_other"]["pull_plus_plus"] > 0.3 and r["enter_other"]["cosine"] < 0.5
+  assert r["enter_plus_plus"]["cosine"] > r["enter_other"]["cosine"]

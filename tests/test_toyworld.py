@@ -5,6 +5,7 @@ The pixel judge has its own tests (tests/test_judge.py); the shipped model's (te
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -159,6 +160,40 @@ def test_centred_starts():
     data.ClipSource(num_records=4, latent_frames=2, centre_fraction=1.5)
 
 
+def test_lead_in_makes_windows_of_a_longer_video():
+  """A scene with ``lead_in`` L renders frames L.. of the same world (switch frames count from the window's
+  start); a bouncing clip source with lead-ins shows every diagonal at its first frames, where without them
+  every clip sets off (+x, +y); centred clips (the first window of a video) get no lead-in."""
+  bounce = Scene.from_prompts(
+    ["a red circle bounces on a blue background", "a red square bounces on a blue background"],
+    seed=3, switch_frames=[9],
+  )  # fmt: skip
+  late = dataclasses.replace(bounce, lead_in=40)
+  long = Scene(seed=3, segments=(bounce.segments[0], dataclasses.replace(bounce.segments[1], start=49)))
+  np.testing.assert_array_equal(render(late, 20), render(long, 60)[40:])
+  np.testing.assert_array_equal(simulate(dataclasses.replace(bounce, lead_in=0), 20), simulate(bounce, 20))
+  with pytest.raises(ValueError, match="lead_in"):
+    dataclasses.replace(bounce, lead_in=-1)
+
+  def first_steps(src):
+    signs = set()
+    for i in range(len(src)):
+      scene = src.scene(i)
+      if scene.segments[0].attrs.motion == "bounces":
+        track = simulate(scene, 2)
+        signs.add(tuple(np.sign(track[1] - track[0]).astype(int)))
+    return signs
+
+  assert first_steps(data.ClipSource(num_records=300, latent_frames=2, seed=6)) == {(1, 1)}
+  windows = data.ClipSource(num_records=300, latent_frames=2, seed=6, lead_in_frames=128, centre_fraction=0.3)
+  assert first_steps(windows) == {(1, 1), (1, -1), (-1, 1), (-1, -1)}
+  leads = np.asarray([windows.lead_in(i) for i in range(300)])
+  centred = np.asarray([windows.centred(i) for i in range(300)])
+  assert np.all(leads[centred] == 0) and leads.max() <= 128 and np.mean(leads[~centred] > 0) > 0.9
+  with pytest.raises(ValueError, match="lead_in_frames"):
+    data.ClipSource(num_records=4, latent_frames=2, lead_in_frames=-1)
+
+
 def test_latents_record_centred_starts_and_the_centred_subset(tmp_path, monkeypatch, capsys):
   """``build_latents`` records which clips start near the centre; ``toyworld centred`` keeps exactly those rows
   (the teacher's second phase), and names the file and the missing array when a file lacks them."""
@@ -168,14 +203,15 @@ def test_latents_record_centred_starts_and_the_centred_subset(tmp_path, monkeypa
   monkeypatch.setattr(stream, "encode", lambda vae, x: x[:, ::4, ::4, ::4, :])  # [b, F, h, w, 3]: a stand-in VAE
   path = data.build_latents(
     tmp_path / "lat.npz", vae=None, encode_text=lambda caps: np.zeros((len(caps), 2, 4)), num=20,
-    latent_frames=2, size=16, seed=5, centre_fraction=0.5, progress=False,
+    latent_frames=2, size=16, seed=5, centre_fraction=0.5, lead_in_frames=64, progress=False,
   )  # fmt: skip
-  src = data.ClipSource(num_records=20, latent_frames=2, size=16, seed=5, centre_fraction=0.5)
+  src = data.ClipSource(num_records=20, latent_frames=2, size=16, seed=5, centre_fraction=0.5, lead_in_frames=64)
   with np.load(path) as z:
     full = {k: z[k] for k in z.files}
   want = np.asarray([src.scene(i).start_spread is not None for i in range(20)])
   np.testing.assert_array_equal(full["centred"], want)
-  assert 3 < want.sum() < 17
+  np.testing.assert_array_equal(full["lead_in"], [src.lead_in(i) for i in range(20)])
+  assert 3 < want.sum() < 17 and np.all(full["lead_in"][want] == 0) and full["lead_in"].max() > 0
   assert cli.main(["toyworld", "centred", str(path), "--out", str(tmp_path / "c.npz")]) == 0
   assert f"{want.sum()} of 20 clips" in capsys.readouterr().out
   with np.load(tmp_path / "c.npz") as z:

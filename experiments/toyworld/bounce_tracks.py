@@ -6,6 +6,8 @@
       --out experiments/results/toyworld_bounce_tracks_teacher.json   # the bidirectional teacher (48 steps, CFG 3)
   python experiments/toyworld/bounce_tracks.py --teacher runs/toyworld/teacher_uniform/export --latent-frames 9 \
       --denoise 0.5,0.7,0.9 --out experiments/results/toyworld_bounce_tracks_denoise.json  # one step on true clips
+  python experiments/toyworld/bounce_tracks.py --teacher runs/toyworld/teacher_uniform/export --latent-frames 9 \
+      --denoise 0.5,0.7,0.9 --lead-in 128 --num 40 --out ...  # on windows of long videos (any diagonal)
   python experiments/toyworld/bounce_tracks.py --clips --out experiments/results/toyworld_bounce_tracks_clips.json
 
 ``num`` training-split prompts whose motion is ``bounces`` (prompt seed 5), streamed by the model as
@@ -21,12 +23,17 @@ bouncing clips (no switch) of the teachers' training sets (``train_all.sh``'s: 4
 seed 11; and uniform starts, seed 13) whose object reflects within the clip, from the scenes alone. ``--denoise
 SIGMAS`` (with ``--teacher``) asks whether the teacher knows a reflection when it sees one: the world's clips of
 the prompts (VAE-encoded) noised to each sigma and denoised in one unguided step (``x0 = x_t - sigma v``), then
-tracked like the samples; sigma 0 is the VAE's own round trip.
+tracked like the samples; sigma 0 is the VAE's own round trip. With ``--lead-in N`` those clips are windows of
+longer videos (a lead-in of 0..N frames, seed 9), which a bouncing object enters along any diagonal; then per sigma
+how the estimate's track follows the clip's (cosine of 4-frame displacements) and how far it is pulled along
+(+, +), for clips entering along (+, +) and along the others: a teacher that only knows bounces setting off
+(+, +) pulls the others towards it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -69,6 +76,25 @@ def summarise(videos: np.ndarray, prompts: list[str], *, size: int, margin: floa
   }
 
 
+def direction_agreement(est: dict, world: dict, first: np.ndarray) -> dict:
+  """How an estimate's track follows the world's it was made from (``summarise`` outputs of the same clips):
+  the mean cosine of their 4-frame displacements, and the pull along (+, +) (the estimate's displacement minus
+  the world's, projected on the (+, +) diagonal, px/frame), for clips entering along (+, +) (``first``, [N]
+  bool) and along the other diagonals."""
+  e, w = np.diff(np.asarray(est["tracks"]), axis=1) / 4, np.diff(np.asarray(world["tracks"]), axis=1) / 4  # [N, S, 2]
+  ne, nw = np.linalg.norm(e, axis=-1), np.linalg.norm(w, axis=-1)
+  cos = np.where((ne > 0) & (nw > 0), (e * w).sum(-1) / np.maximum(ne * nw, 1e-9), np.nan)  # [N, S]
+  pull = ((e - w) @ np.asarray([1.0, 1.0])) / np.sqrt(2.0)  # [N, S]
+  out = {}
+  for name, rows in (("enter_plus_plus", first), ("enter_other", ~first)):
+    out[name] = {
+      "clips": int(rows.sum()),
+      "cosine": float(np.nanmean(cos[rows])) if rows.any() else float("nan"),
+      "pull_plus_plus": float(np.nanmean(pull[rows])) if rows.any() else float("nan"),
+    }
+  return out
+
+
 def clip_reflections(*, centre_fraction: float, seed: int, num: int = 4000, latent_frames: int = 9) -> dict:
   """Of the bouncing clips (no switch) of a teacher's training set, those whose object reflects within the clip."""
   from longlive_jax.toyworld.data import ClipSource
@@ -95,8 +121,9 @@ def clip_reflections(*, centre_fraction: float, seed: int, num: int = 4000, late
   }
 
 
-def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, margin: float) -> int:
-  """``--denoise``: the teacher's one-step estimate of the world's clips at each sigma, tracked."""
+def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, margin: float, first: np.ndarray) -> int:
+  """``--denoise``: the teacher's one-step estimate of the world's clips at each sigma, tracked (``first``: which
+  clips enter along (+, +))."""
   import jax
   import jax.numpy as jnp
 
@@ -113,18 +140,24 @@ def denoise_rows(a: argparse.Namespace, prompts: list[str], world: np.ndarray, m
   ctx = jnp.asarray(enc(prompts))
   size = world.shape[2]
   out = {"teacher": a.teacher, "prompts": prompts, "latent_frames": a.latent_frames, "margin_px": margin}
+  out["lead_in_max"] = a.lead_in
   out["world"] = summarise(world, prompts, size=size, margin=margin)
   for sigma in [0.0, *(float(s) for s in a.denoise.split(","))]:
     xt, v = fresh_clips.velocities_at(dit, x0, eps, ctx, sigma)  # unguided, batches of 8
     x0_hat = xt - sigma * v  # [N, F, h, w, C]
     est = ev._to_uint8(jnp.concatenate([decode(vae, x0_hat[b : b + 8]) for b in range(0, len(x0_hat), 8)]))
     out[f"sigma_{sigma}"] = summarise(est, prompts, size=size, margin=margin)
+    out[f"sigma_{sigma}"]["direction"] = direction_agreement(out[f"sigma_{sigma}"], out["world"], first)
   Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   Path(a.out).write_text(json.dumps(out, indent=1))
   for name, r in out.items():
     if isinstance(r, dict):
+      d = "".join(
+        f"; {k}: cosine {v['cosine']:.2f}, pull (+,+) {v['pull_plus_plus']:+.2f} ({v['clips']})"
+        for k, v in r.get("direction", {}).items()
+      )
       print(
-        f"{name:>10}: speed px/frame near the walls {r['speed_near_walls']:.2f}, away {r['speed_away_from_walls']:.2f}"
+        f"{name:>10}: speed px/frame near the walls {r['speed_near_walls']:.2f}, away {r['speed_away_from_walls']:.2f}{d}"
       )
   return 0
 
@@ -136,6 +169,9 @@ def main() -> int:
   ap.add_argument("--guidance", type=float, default=3.0, help="with --teacher: CFG scale (3: the recipe's)")
   ap.add_argument("--vae", default="runs/toyworld/vae/export", help="with --teacher: the VAE export")
   ap.add_argument("--denoise", help="with --teacher: comma-separated sigmas: one step on the world's clips instead")
+  ap.add_argument(
+    "--lead-in", type=int, default=0, help="with --denoise: the world's clips are windows (0..N frames of lead-in)"
+  )
   ap.add_argument("--clips", action="store_true", help="count reflections in the teachers' training clips instead")
   ap.add_argument("--num", type=int, default=20)
   ap.add_argument("--latent-frames", type=int, default=42, help="42: the 10-s videos of the evidence table")
@@ -146,7 +182,7 @@ def main() -> int:
   from longlive_jax.toyworld import evaluate as ev
   from longlive_jax.toyworld import grammar
   from longlive_jax.toyworld.model import default_checkpoint
-  from longlive_jax.toyworld.render import Scene, num_video_frames, render
+  from longlive_jax.toyworld.render import Scene, num_video_frames, render, simulate
 
   if a.clips:
     out = {"clips": [clip_reflections(centre_fraction=0.7, seed=11), clip_reflections(centre_fraction=0.0, seed=13)]}
@@ -166,10 +202,15 @@ def main() -> int:
     if attrs.motion == "bounces":
       prompts.append(attrs.caption)
   n = num_video_frames(a.latent_frames)
-  world = np.stack([render(Scene.from_prompts([p], seed=1000 + i), n) for i, p in enumerate(prompts)])
-  margin = Scene.from_prompts(prompts[:1], seed=0).margin
+  leads = np.random.default_rng(9).integers(0, a.lead_in + 1, size=a.num) if a.lead_in else np.zeros(a.num, int)
+  scenes = [
+    dataclasses.replace(Scene.from_prompts([p], seed=1000 + i), lead_in=int(leads[i])) for i, p in enumerate(prompts)
+  ]
+  world = np.stack([render(sc, n) for sc in scenes])
+  first = np.asarray([np.all(np.diff(simulate(sc, 2), axis=0) > 0) for sc in scenes])  # [N] enters along (+, +)
+  margin = scenes[0].margin
   if a.teacher and a.denoise:
-    return denoise_rows(a, prompts, world, margin)
+    return denoise_rows(a, prompts, world, margin, first)
   if a.teacher:
     ckpt = Path(a.teacher)
     model, vae, enc = ev.load_models(ckpt, a.vae)

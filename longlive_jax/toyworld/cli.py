@@ -57,6 +57,12 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--centre-fraction", type=_fraction, default=0.0, help="fraction of clips starting near the centre (default 0)"
   )
+  q.add_argument(
+    "--lead-in",
+    type=_non_negative,
+    default=0,
+    help="the other clips are windows of a longer video: the world runs 0..N frames before each (default 0)",
+  )
 
   q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
   q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
@@ -118,6 +124,17 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _non_negative(text: str) -> int:
+  """argparse type: an integer >= 0 (else argparse's usage error, exit 2)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+  return value
+
+
 def cmd_toyworld(a) -> int:
   return {
     "text": _text,
@@ -154,6 +171,7 @@ def _latents(a) -> int:
     seed=a.seed,
     caption_dropout=a.caption_dropout,
     centre_fraction=a.centre_fraction,
+    lead_in_frames=a.lead_in,
   )
   print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
   return 0

@@ -47,21 +47,32 @@ def sample_scene(
   split: str = "train",
   switch_prob: float = 0.0,
   start_spread: float | None = None,
+  lead_in: int = 0,
 ) -> Scene:
   """A random scene of ``split`` with at most one switch at a latent boundary (never at latent 0); its start
-  is uniform, or near the centre with ``start_spread`` (see :class:`~longlive_jax.toyworld.render.Scene`)."""
+  is uniform, or near the centre with ``start_spread``, ``lead_in`` frames before the clip (see
+  :class:`~longlive_jax.toyworld.render.Scene`)."""
   attrs = grammar.sample_attributes(rng, split=split)
   segments = [Segment(start=0, attrs=attrs)]
   if latent_frames > 2 and rng.random() < switch_prob:
     at = int(rng.integers(1, latent_frames))
     segments.append(Segment(start=latent_to_video_frame(at), attrs=grammar.sample_switch(rng, attrs, split=split)))
-  return Scene(seed=int(rng.integers(2**31)), segments=tuple(segments), size=size, start_spread=start_spread)
+  return Scene(
+    seed=int(rng.integers(2**31)), segments=tuple(segments), size=size, start_spread=start_spread, lead_in=lead_in
+  )
 
 
 class ClipSource:
   """Random access to ``num_records`` rendered clips: ``{"video" uint8 [T, H, W, 3], "caption", "index"}``.
 
   ``T = 1 + 4 (latent_frames - 1)``; ``caption`` is the first prompt.
+
+  A fraction ``centre_fraction`` of the clips start a video near the centre (the first window of a video). The
+  others start anywhere in space and, with ``lead_in_frames`` > 0, in time: the world runs a lead-in drawn from
+  ``0 .. lead_in_frames`` before the clip, so they are windows from anywhere in a long video. Why: a model that
+  scores the windows of long rollouts (the DMD teacher of the student stages) must know what such windows look
+  like; a bouncing object sets off (+x, +y) only at the start of a video, later windows show every diagonal
+  (one full bounce cycle at 64 px is 128 frames: ``2 * (64 - 2 * 15) / (0.75 / sqrt 2)``).
   """
 
   def __init__(
@@ -75,14 +86,18 @@ class ClipSource:
     seed: int = 0,
     centre_fraction: float = 0.0,
     centre_spread: float = CENTRE_SPREAD,
+    lead_in_frames: int = 0,
   ):
     if num_records < 1 or latent_frames < 1:
       raise ValueError(f"ClipSource needs num_records >= 1 and latent_frames >= 1, got {num_records}, {latent_frames}")
     if not 0.0 <= centre_fraction <= 1.0:
       raise ValueError(f"centre_fraction must be in [0, 1], got {centre_fraction}")
+    if lead_in_frames < 0:
+      raise ValueError(f"lead_in_frames must be >= 0, got {lead_in_frames}")
     self.num_records, self.latent_frames, self.size = num_records, latent_frames, size
     self.split, self.switch_prob, self.seed = split, switch_prob, seed
     self.centre_fraction, self.centre_spread = centre_fraction, centre_spread
+    self.lead_in_frames = lead_in_frames
 
   def __len__(self) -> int:
     return self.num_records
@@ -91,12 +106,18 @@ class ClipSource:
     """Whether clip ``index`` starts near the centre (drawn from ``(seed, index)``, independent of the scene)."""
     return self.centre_fraction > 0 and np.random.default_rng([self.seed, index, 7]).random() < self.centre_fraction
 
+  def lead_in(self, index: int) -> int:
+    """Frames the world runs before clip ``index`` (0 for a centred clip; drawn from ``(seed, index)``)."""
+    if self.lead_in_frames == 0 or self.centred(index):
+      return 0
+    return int(np.random.default_rng([self.seed, index, 11]).integers(0, self.lead_in_frames + 1))
+
   def scene(self, index: int) -> Scene:
     rng = clip_rng(self.seed, index)
     centred = self.centred(index)
     return sample_scene(
       rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob,
-      start_spread=self.centre_spread if centred else None,
+      start_spread=self.centre_spread if centred else None, lead_in=self.lead_in(index),
     )  # fmt: skip
 
   def __getitem__(self, index: int) -> dict[str, Any]:
@@ -134,17 +155,22 @@ def build_latents(
   seed: int,
   caption_dropout: float = 0.1,
   centre_fraction: float = 0.0,
+  lead_in_frames: int = 0,
   batch: int = 8,
   progress: bool = True,
 ) -> Path:
   """Encodes ``num`` rendered clips (no switches) with ``vae``; see the module docstring. A fraction
-  ``centre_fraction`` of the clips start near the centre (:data:`CENTRE_SPREAD`), the others anywhere."""
+  ``centre_fraction`` of the clips start near the centre (:data:`CENTRE_SPREAD`), the others anywhere (in time
+  too with ``lead_in_frames``: :class:`ClipSource`)."""
   import jax.numpy as jnp
   from tqdm.auto import tqdm
 
   from longlive_jax.vae.stream import encode
 
-  src = ClipSource(num_records=num, latent_frames=latent_frames, size=size, seed=seed, centre_fraction=centre_fraction)
+  src = ClipSource(
+    num_records=num, latent_frames=latent_frames, size=size, seed=seed, centre_fraction=centre_fraction,
+    lead_in_frames=lead_in_frames,
+  )  # fmt: skip
   drop = np.random.default_rng([seed, 3]).random(num) < caption_dropout
   captions = [src.scene(i).segments[0].attrs.caption if not drop[i] else "" for i in range(num)]  # no render
   lat = []
@@ -160,6 +186,7 @@ def build_latents(
     text_embedding=np.asarray(emb, np.float32),
     prompt=np.asarray(captions),
     centred=centred,
+    lead_in=np.asarray([src.lead_in(i) for i in range(num)], np.int32),
   )
 
 

@@ -56,7 +56,10 @@ class Scene:
   """One video of the world: a seed (start position) and its prompt segments.
 
   The start is uniform over the frame (away from the walls), or with ``start_spread`` a Gaussian of that
-  standard deviation (px at 64 px, scaled with ``size``) around the centre.
+  standard deviation (px at 64 px, scaled with ``size``) around the centre. With ``lead_in`` > 0 the video is a
+  window of a longer one: the world starts there and runs ``lead_in`` frames under the first segment's
+  attributes before frame 0, so a bouncing object may enter the video along any diagonal (what the windows of a
+  long generated video show) rather than setting off (+x, +y).
 
   ``segments[0].start`` is 0; later starts increase strictly.
   """
@@ -65,6 +68,7 @@ class Scene:
   segments: tuple[Segment, ...]
   size: int = DEFAULT_SIZE
   start_spread: float | None = None  # None: start uniform over the frame; else Gaussian around the centre (px at 64)
+  lead_in: int = 0  # frames the world ran (under segments[0]) before this video's frame 0
 
   def __post_init__(self):
     object.__setattr__(self, "segments", tuple(self.segments))
@@ -77,6 +81,8 @@ class Scene:
       raise ValueError(f"size must be a multiple of 8 and >= 16, got {self.size}")
     if self.start_spread is not None and not self.start_spread >= 0:
       raise ValueError(f"start_spread must be >= 0 px, got {self.start_spread}")
+    if self.lead_in < 0:
+      raise ValueError(f"lead_in must be >= 0 frames, got {self.lead_in}")
 
   @classmethod
   def from_prompts(
@@ -132,11 +138,12 @@ def simulate(scene: Scene, num_frames: int) -> np.ndarray:
     pos = np.clip(size / 2 + scene.start_spread * scene.scale * rng.standard_normal(2), r, size - r)
   bounce = np.asarray(DIRECTIONS["bounces"]) / math.sqrt(2.0)  # every entry into `bounces` sets off (+, +)
   speed = SPEED * scene.scale
-  out = np.empty((num_frames, 2))
+  lead = scene.lead_in
+  out = np.empty((lead + num_frames, 2))
   vel = np.zeros(2)
   motion = None
-  for f in range(num_frames):
-    attrs = scene.attrs_at(f)
+  for f in range(lead + num_frames):
+    attrs = scene.attrs_at(max(f - lead, 0))  # the lead-in runs under the first segment
     if attrs.motion != motion:  # a switch: same position, new velocity
       motion = attrs.motion
       if motion == "bounces":
@@ -155,7 +162,7 @@ def simulate(scene: Scene, num_frames: int) -> np.ndarray:
       else:
         pos = np.mod(pos, size)
     out[f] = pos
-  return out
+  return out[lead:]
 
 
 def coverage(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
