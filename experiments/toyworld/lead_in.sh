@@ -11,7 +11,8 @@
 #      from the centred teacher on the same data), and the probe again
 #   3. a third Stage 2 phase (streaming_long_2.yaml, 1500 steps) from the shipped DiT with that teacher as the
 #      DMD teacher and critic; judged on the validation set (prompt seed 777, noise seed 20000; the shipped
-#      model's figures on it: toyworld_bounce_world_student_val.json) and by bounce_tracks.py's 10-s tracks.
+#      model's figures on it: toyworld_bounce_world_student_val.json) and by bounce_tracks.py's 10-s tracks;
+#   4. the control: the same third phase with the shipped recipe's teacher.
 # Untracked runs under runs/toyworld (restored from artifacts/ as artifacts/README.md says). Every train resumes.
 #   bash experiments/toyworld/lead_in.sh
 set -euo pipefail
@@ -48,3 +49,11 @@ P=$RUN/phase3_windows
   --rows shipped/seen/10s --cache $RUN/eval_lead_in $VAL --out $R/toyworld_lead_in_val.json
 [ -e $R/toyworld_bounce_tracks_lead_in.json ] || python experiments/toyworld/bounce_tracks.py --model $P/model \
   --out $R/toyworld_bounce_tracks_lead_in.json --plot docs/toyworld_bounce_tracks_lead_in.png
+# the control: the same third phase with the shipped recipe's teacher (clips that start a video)
+C=$RUN/phase3_control
+[ -e $C/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_2.yaml run_dir=$C \
+  model.checkpoint=$RUN/shipped_dit/export options.teacher.checkpoint=$RUN/teacher_uniform/export \
+  options.critic.checkpoint=$RUN/teacher_uniform/export
+[ -e $C/model/longlive_jax.json ] || $LL toyworld assemble --dit $C/export --vae $RUN/vae/export --out $C/model --overwrite
+[ -e $R/toyworld_lead_in_control_val.json ] || python experiments/toyworld/evaluate.py --model $C/model \
+  --rows shipped/seen/10s --cache $RUN/eval_control $VAL --out $R/toyworld_lead_in_control_val.json
