@@ -12,6 +12,7 @@
 #   bash experiments/toyworld/more_training.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/toyworld/chain.sh
 RUN=runs/toyworld
 E=$RUN/more
 LL=${LONGLIVE_JAX:-longlive-jax}
@@ -38,17 +39,7 @@ python experiments/toyworld/evaluate.py --run $E/run_b --rows teacher/seen/9,tea
 #     teacher, judged on 10-s videos against the shipped model (~1 h 10 min of training, ~5 min of evaluation)
 C=$E/chain_t2
 T=$E/teacher_more/export
-mkdir -p $C
-[ -e $C/ode_pairs.npz ] || $LL toyworld ode-pairs --teacher $T --prompts $RUN/data/ode_prompts.npz --out $C/ode_pairs.npz \
-  --latent-frames 9
-[ -e $C/ode_init/export/longlive_jax.json ] || $LL train configs/toyworld/ode_init.yaml run_dir=$C/ode_init \
-  model.checkpoint=$T data.source=$C/ode_pairs.npz
-for s in self_forcing:ode_init streaming_long:self_forcing streaming_long_2:streaming_long; do
-  [ -e $C/${s%%:*}/export/longlive_jax.json ] || $LL train configs/toyworld/${s%%:*}.yaml run_dir=$C/${s%%:*} \
-    model.checkpoint=$C/${s##*:}/export options.teacher.checkpoint=$T options.critic.checkpoint=$T
-done
-[ -e $C/model/longlive_jax.json ] || $LL toyworld assemble --dit $C/streaming_long_2/export --vae $RUN/vae/export \
-  --out $C/model --overwrite
+student_chain $T $C
 python experiments/toyworld/evaluate.py --model $C/model --rows shipped/seen/10s --cache $E/eval_t2 $VAL --out $E/t2_val.json
 python experiments/toyworld/evaluate.py --model longlive_jax/toyworld/default_model --rows shipped/seen/10s \
   --cache $E/eval_ship $VAL --out $E/ship_val.json

@@ -11,10 +11,12 @@
 #   2. the student chain of train_all.sh from it: ODE pairs -> ODE init -> Stage 1 -> Stage 2 -> second phase;
 #   3. the judge on the validation set (prompt seed 777, noise seed 20000) at 10 s, against the shipped model's
 #      figures on the same videos (toyworld_bounce_world_student_val.json), and the 10-s bounce tracks.
-# Needs lead_in.sh's runs (teacher_windows, the window latents) under runs/toyworld. About 5 h on a slow 2-core CPU.
+# Step 1 needs lead_in.sh's runs (teacher_windows, the window latents) under runs/toyworld; with
+# artifacts/toyworld/teacher_windows restored to runs/toyworld/windows_chain/teacher/export it starts at step 2. About 5 h on a slow 2-core CPU.
 #   bash experiments/toyworld/windows_chain.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source experiments/toyworld/chain.sh
 RUN=runs/toyworld
 LL=${LONGLIVE_JAX:-longlive-jax}
 R=experiments/results
@@ -31,16 +33,7 @@ mkdir -p $W $RUN/data
 [ -e $RUN/data/prompts.npz ] || $LL toyworld prompts --out $RUN/data/prompts.npz --num 2000 --seed 0
 [ -e $RUN/data/ode_prompts.npz ] || $LL toyworld prompts --out $RUN/data/ode_prompts.npz --num 480 --seed 1
 [ -e $RUN/data/prompt_pairs.npz ] || $LL toyworld prompts --pairs --out $RUN/data/prompt_pairs.npz --num 2000 --seed 2
-[ -e $W/ode_pairs.npz ] || $LL toyworld ode-pairs --teacher $T --prompts $RUN/data/ode_prompts.npz \
-  --out $W/ode_pairs.npz --latent-frames 9
-[ -e $W/ode_init/export/longlive_jax.json ] || $LL train configs/toyworld/ode_init.yaml run_dir=$W/ode_init \
-  model.checkpoint=$T data.source=$W/ode_pairs.npz
-for s in self_forcing:ode_init streaming_long:self_forcing streaming_long_2:streaming_long; do
-  [ -e $W/${s%%:*}/export/longlive_jax.json ] || $LL train configs/toyworld/${s%%:*}.yaml run_dir=$W/${s%%:*} \
-    model.checkpoint=$W/${s##*:}/export options.teacher.checkpoint=$T options.critic.checkpoint=$T
-done
-[ -e $W/model/longlive_jax.json ] || $LL toyworld assemble --dit $W/streaming_long_2/export --vae $RUN/vae/export \
-  --out $W/model --overwrite
+student_chain $T $W
 [ -e $R/toyworld_windows_chain_val.json ] || python experiments/toyworld/evaluate.py --model $W/model \
   --rows shipped/seen/10s --cache $W/eval $VAL --out $R/toyworld_windows_chain_val.json
 [ -e $R/toyworld_bounce_tracks_windows_chain.json ] || python experiments/toyworld/bounce_tracks.py --model $W/model \
