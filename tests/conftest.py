@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,6 +14,26 @@ import pytest
 
 # Parity needs full float32 matmuls (TF32 / bf16 passes exceed the golden tolerances).
 jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def _session_compile_cache() -> str:
+  """One JAX persistent compilation cache for the whole test session, in a temporary folder: tests that build the
+  same program (the tiny DiT's init and train step, the CLI's block step) compile it once, CLI runs in the
+  process and in subprocesses use it instead of the user's ``~/.cache/longlive_jax``, and pytest-xdist's workers
+  share it (they inherit the folder from the process that made it, which removes it at exit)."""
+  where = os.environ.get("LONGLIVE_JAX_TEST_CACHE")
+  if where is None:
+    where = tempfile.mkdtemp(prefix="longlive_jax_test_xla_")
+    os.environ["LONGLIVE_JAX_TEST_CACHE"] = where
+    atexit.register(shutil.rmtree, where, ignore_errors=True)
+  os.environ["LONGLIVE_JAX_CACHE"] = where  # the CLI's enable_compile_cache, here and in subprocesses
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = where  # any other subprocess
+  jax.config.update("jax_compilation_cache_dir", where)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return where
+
+
+_session_compile_cache()
 
 from longlive_jax import golden  # noqa: E402
 

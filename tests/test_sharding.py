@@ -60,7 +60,7 @@ def test_rules_and_param_axes():
 def _run_8_devices() -> dict:
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-    [sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, text=True, timeout=400
+    [sys.executable, str(Path(__file__).resolve())], env=env, capture_output=True, text=True, timeout=900
   )
   assert proc.returncode == 0, proc.stderr[-4000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -206,3 +206,28 @@ def test_load_wan21_vae_pth(tmp_path, golden_sd, golden_vae):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(CheckpointError, match="missing 'encoder.conv1.weight'"):
     wan_vae.infer_config({"conv2.weight": np.zeros((16, 16, 1, 1, 1))})
+
+
+def test_eager_init_draws_equal_jax_random_normal():
+  """The VAE's eager init slices one power-of-two-long draw per layer (a handful of compiles, not one per shape):
+  the values must be exactly the eager ``offset + std * jax.random.normal(key, shape)`` cast to the param dtype.
+  Under a trace (jitted init) XLA fuses the scaling into the draw: the same values to an ulp."""
+  from flax import nnx
+
+  from longlive_jax.vae.layers import _init
+
+  fast, ref = nnx.Rngs(7), nnx.Rngs(7)
+  for shape, std, dtype, offset in [
+    ((3, 3, 3, 4, 8), 0.3, jnp.float32, None),
+    ((5,), 0.2, jnp.float32, 1.0),
+    ((1,), 0.1, jnp.float32, None),
+    ((3, 3, 6, 10), 0.05, jnp.bfloat16, None),
+  ]:
+    got = _init(fast, shape, std, dtype, offset=offset)
+    want = std * jax.random.normal(ref.params(), shape, jnp.float32)
+    want = (want if offset is None else offset + want).astype(dtype)
+    assert got.shape == shape and got.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))
+  traced = jax.jit(lambda: _init(nnx.Rngs(7), (3, 3, 3, 4, 8), 0.3, jnp.float32))()
+  eager = np.asarray(_init(nnx.Rngs(7), (3, 3, 3, 4, 8), 0.3, jnp.float32))
+  np.testing.assert_allclose(np.asarray(traced), eager, rtol=3e-7, atol=0)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 Array = jax.Array
@@ -64,8 +65,21 @@ class Feats:
     return tuple(self.out)
 
 
-def _init(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype) -> Array:
-  return (std * jax.random.normal(rngs.params(), shape, jnp.float32)).astype(dtype)
+def _init(rngs: nnx.Rngs, shape: tuple[int, ...], std: float, dtype, *, offset: float | None = None) -> Array:
+  """``offset + std * normal(shape)`` in ``dtype`` from the next params key.
+
+  Outside a trace the draw is the first ``prod(shape)`` values of a power-of-two-long one, scaled on the host:
+  with partitionable threefry (JAX's default) a value depends on its key and flat index only, so the values equal
+  ``jax.random.normal(key, shape)``'s, and the VAE's ~60 differently shaped layers compile a handful of draws
+  instead of one each (eagerly, a tiny VAE spent ~50 s of 2 CPU cores in those XLA compiles)."""
+  key = rngs.params()
+  if isinstance(key, jax.core.Tracer) or not jax.config.jax_threefry_partitionable:
+    x = std * jax.random.normal(key, shape, jnp.float32)
+    return (x if offset is None else offset + x).astype(dtype)
+  n = math.prod(shape)
+  draw = np.asarray(jax.random.normal(key, (1 << max(n - 1, 0).bit_length(),), jnp.float32))  # [2^k >= n]
+  x = np.float32(std) * draw[:n].reshape(shape)
+  return jnp.asarray((x if offset is None else np.float32(offset) + x).astype(dtype))
 
 
 def _triple(v) -> tuple[int, int, int]:
@@ -88,7 +102,7 @@ class RMSNorm(nnx.Module):
   """Channel RMS norm with a learned ``gamma [C]`` and no bias."""
 
   def __init__(self, dim: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
-    self.gamma = nnx.Param((1.0 + _init(rngs, (dim,), 0.2, jnp.float32)).astype(param_dtype))
+    self.gamma = nnx.Param(_init(rngs, (dim,), 0.2, param_dtype, offset=1.0))
 
   def __call__(self, x: Array) -> Array:
     return rms_norm(x, self.gamma[...])
