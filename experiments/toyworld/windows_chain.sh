@@ -12,7 +12,8 @@
 #   3. the judge on the validation set (prompt seed 777, noise seed 20000) at 10 s, against the shipped model's
 #      figures on the same videos (toyworld_bounce_world_student_val.json), and the 10-s bounce tracks.
 # Step 1 needs lead_in.sh's runs (teacher_windows, the window latents) under runs/toyworld; with
-# artifacts/toyworld/teacher_windows restored to runs/toyworld/windows_chain/teacher/export it starts at step 2. About 5 h on a slow 2-core CPU.
+# artifacts/toyworld/teacher_windows restored to runs/toyworld/windows_chain/teacher/export it starts at step 2.
+# About 5 h on a slow 2-core CPU (steps 2-3 alone: ~2 h 40 min).
 #   bash experiments/toyworld/windows_chain.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
