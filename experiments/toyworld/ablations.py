@@ -34,7 +34,7 @@ Prompts (:mod:`ablation_rows`): ``seen``, 100 training combinations with noise s
 4. ``steps/*``: the shipped 4-step student against the bidirectional teacher at 4, 8, 16 and 50 guided steps
    (CFG 3), 9 latent frames: accuracy and warm video frames/s at batch 1 (VAE decode included).
 
-Exports under ``--run``: ``teacher_uniform/`` (the students' teacher), ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
+Exports under ``--run``: ``teacher_windows_2/`` (the students' teacher), ``ode_init/``, ``self_forcing/``, ``streaming_long/``,
 and ``vae/export``; the shipped model is ``--model`` or ``longlive_jax.toyworld.model.default_checkpoint()``.
 The two 300-step variants (:data:`TRAINED_HERE`) are trained by this script into ``--run`` when missing
 (resumable; ``--no-train`` skips them). Each finished row is cached as JSON in
@@ -65,8 +65,8 @@ import ablation_rows as ar  # noqa: E402
 RUN = Path("runs/toyworld")
 _TRAIN = "`longlive-jax train configs/toyworld/{}.yaml` (a step of experiments/toyworld/train_all.sh)"
 MODELS = {  # name: (export under --run, producer)
-  # the teacher every student stage learned from (step 2b: fine-tuned on clips that start anywhere)
-  "teacher": ("teacher_uniform/export", _TRAIN.format("teacher_uniform")),
+  # the teacher every student stage learned from (step 2d: fine-tuned on windows of longer videos)
+  "teacher": ("teacher_windows_2/export", _TRAIN.format("teacher_windows_2")),
   "ode_init": ("ode_init/export", _TRAIN.format("ode_init")),
   "self_forcing": ("self_forcing/export", _TRAIN.format("self_forcing")),
   "streaming_long": ("streaming_long/export", _TRAIN.format("streaming_long")),

@@ -3,8 +3,8 @@
   python experiments/toyworld/evaluate.py --out experiments/results/toyworld_eval.json
 
 Rows: the bidirectional teachers (48 guided steps: the ceiling; ``teacher`` trained on centred clips,
-``teacher_uniform`` fine-tuned from it on clips that start anywhere, the one every student stage learns from), ODE
-init, Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
+``teacher_uniform`` fine-tuned from it on clips that start anywhere, ``teacher_windows`` fine-tuned from that on
+clips that are windows of longer videos, the one every student stage learns from), ODE init, Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
 
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
@@ -30,12 +30,13 @@ RUN = Path("runs/toyworld")
 STAGES = {
   "teacher": "teacher/export",
   "teacher_uniform": "teacher_uniform/export",
+  "teacher_windows": "teacher_windows_2/export",  # after both runs on window clips (600 + 3400 steps)
   "ode_init": "ode_init/export",
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
   "streaming_long_2": "streaming_long_2/export",
 }
-TEACHERS = ("teacher", "teacher_uniform")  # bidirectional: judged at their clip length only
+TEACHERS = ("teacher", "teacher_uniform", "teacher_windows")  # bidirectional: judged at their clip length only
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)
 NOISE_SEED = 10_000  # training draws come from the train states' keys (seed 0): disjoint
 

@@ -27,8 +27,8 @@ mkdir -p $RUN/data $RUN/vae
   $RUN/teacher_uniform/export
 [ -e $RUN/shipped_dit/export ] || python experiments/toyworld/snapshot.py restore longlive_jax/toyworld/default_model \
   $RUN/shipped_dit/export
-[ -e $RUN/data/latents_f9_uniform.npz ] || $LL toyworld latents --vae $RUN/vae/export \
-  --out $RUN/data/latents_f9_uniform.npz --num 4000 --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 13
+[ -e $RUN/data/latents_f9_windows.npz ] || $LL toyworld latents --vae $RUN/vae/export \
+  --out $RUN/data/latents_f9_windows.npz --num 4000 --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 13
 [ -e $RUN/data/prompt_pairs.npz ] || $LL toyworld prompts --pairs --out $RUN/data/prompt_pairs.npz --num 2000 --seed 2
 probe() {  # probe TEACHER_EXPORT OUT.json
   python experiments/toyworld/bounce_tracks.py --teacher "$1" --vae $RUN/vae/export --latent-frames 9 \
@@ -37,9 +37,7 @@ probe() {  # probe TEACHER_EXPORT OUT.json
 [ -e $R/toyworld_bounce_tracks_denoise_windows.json ] || probe $RUN/teacher_uniform/export \
   $R/toyworld_bounce_tracks_denoise_windows.json
 T=$RUN/teacher_windows/export
-[ -e $T/longlive_jax.json ] || $LL train configs/toyworld/teacher_uniform.yaml run_dir=$RUN/teacher_windows \
-  model.checkpoint=$RUN/teacher_uniform/export steps=600 optim.warmup_steps=50 optim.decay_start=400 \
-  optim.decay_steps=200 seed=3
+[ -e $T/longlive_jax.json ] || $LL train configs/toyworld/teacher_windows.yaml  # 600 steps from teacher_uniform
 [ -e $R/toyworld_bounce_tracks_denoise_windows_tuned.json ] || probe $T $R/toyworld_bounce_tracks_denoise_windows_tuned.json
 P=$RUN/phase3_windows
 [ -e $P/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_2.yaml run_dir=$P \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
 #   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher on
-#   centred clips -> the teacher fine-tuned on clips that start anywhere -> its ODE pairs -> ODE init ->
-#   Self-Forcing DMD (Stage 1) -> streaming long tuning with switches and recache (Stage 2) -> Stage 2's second
-#   phase -> whole-model checkpoint. Every student stage learns from the fine-tuned teacher (step 2b).
+#   centred clips -> the teacher fine-tuned on clips that start anywhere -> then on clips that are windows of
+#   longer videos (two runs) -> its ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1) -> streaming long tuning
+#   with switches and recache (Stage 2) -> Stage 2's second phase -> whole-model checkpoint. Every student stage
+#   learns from the last teacher (step 2d).
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
 # is appended to $RUN/timing.jsonl (finished steps are marked in $RUN/done/). Usage: bash experiments/toyworld/train_all.sh [OUT_MODEL_DIR]
@@ -34,15 +35,21 @@ step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f
 # The teacher in one run on 9-latent clips, 70% starting near the centre (configs/toyworld/teacher.yaml says why).
 step teacher $LL train configs/toyworld/teacher.yaml
 # The teacher again, fine-tuned on clips that start anywhere: the centred clips of step 2 make a teacher that pulls
-# an object that wrapped around an edge back into the middle (configs/toyworld/teacher_uniform.yaml). Every
-# student stage below learns from this one.
+# an object that wrapped around an edge back into the middle (configs/toyworld/teacher_uniform.yaml).
 step latents-uniform $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9_uniform.npz" --num 4000 \
   --latent-frames 9 --centre-fraction 0 --seed 13
 step teacher-uniform $LL train configs/toyworld/teacher_uniform.yaml
+# And on clips that are windows of longer videos (the world runs 0-128 frames before each clip), so that the teacher
+# has seen a bouncing object enter a clip along every diagonal (configs/toyworld/teacher_windows.yaml); 600 + 3400
+# steps in two runs, as the shipped model was trained. Every student stage below learns from this one.
+step latents-windows $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9_windows.npz" --num 4000 \
+  --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 13
+step teacher-windows $LL train configs/toyworld/teacher_windows.yaml
+step teacher-windows-2 $LL train configs/toyworld/teacher_windows_2.yaml
 step prompts $LL toyworld prompts --out "$DATA/prompts.npz" --num 2000 --seed 0
 step ode-prompts $LL toyworld prompts --out "$DATA/ode_prompts.npz" --num 480 --seed 1
 step prompt-pairs $LL toyworld prompts --pairs --out "$DATA/prompt_pairs.npz" --num 2000 --seed 2
-step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher_uniform/export" \
+step ode-pairs $LL toyworld ode-pairs --teacher "$RUN/teacher_windows_2/export" \
   --prompts "$DATA/ode_prompts.npz" --out "$DATA/ode_pairs.npz" --latent-frames 9
 step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
@@ -53,7 +60,7 @@ import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "teacher", "teacher_uniform", "ode_init", "self_forcing", "streaming_long", "streaming_long_2"):
+for stage in ("vae", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}

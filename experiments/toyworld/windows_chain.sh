@@ -13,7 +13,8 @@
 #      figures on the same videos (toyworld_bounce_world_student_val.json), and the 10-s bounce tracks.
 # Step 1 needs lead_in.sh's runs (teacher_windows, the window latents) under runs/toyworld; with
 # artifacts/toyworld/teacher_windows restored to runs/toyworld/windows_chain/teacher/export it starts at step 2.
-# About 5 h on a slow 2-core CPU (steps 2-3 alone: ~2 h 40 min).
+# About 5 h on a slow 2-core CPU (steps 2-3 alone: ~2 h 40 min). Its model is the shipped one since 2026-12-05;
+# train_all.sh now runs the same steps (teacher_windows.yaml, teacher_windows_2.yaml and the student chain).
 #   bash experiments/toyworld/windows_chain.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,9 +26,7 @@ VAL="--prompt-seed 777 --noise-seed 20000"
 W=$RUN/windows_chain
 T=$W/teacher/export
 mkdir -p $W $RUN/data
-[ -e $T/longlive_jax.json ] || $LL train configs/toyworld/teacher_uniform.yaml run_dir=$W/teacher \
-  model.checkpoint=$RUN/teacher_windows/export steps=3400 optim.warmup_steps=100 optim.decay_start=2600 \
-  optim.decay_steps=800 seed=4
+[ -e $T/longlive_jax.json ] || $LL train configs/toyworld/teacher_windows_2.yaml run_dir=$W/teacher
 [ -e $R/toyworld_bounce_tracks_denoise_windows_chain.json ] || python experiments/toyworld/bounce_tracks.py \
   --teacher $T --vae $RUN/vae/export --latent-frames 9 --denoise 0.5,0.7,0.9 --lead-in 128 --num 40 \
   --out $R/toyworld_bounce_tracks_denoise_windows_chain.json
