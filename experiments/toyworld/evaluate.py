@@ -4,7 +4,8 @@
 
 Rows: the bidirectional teachers (48 guided steps: the ceiling; ``teacher`` trained on centred clips,
 ``teacher_uniform`` fine-tuned from it on clips that start anywhere, ``teacher_windows`` fine-tuned from that on
-clips that are windows of longer videos, the one every student stage learns from), ODE init, Stage 1 (Self-Forcing DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
+clips that are windows of longer videos, the one every student stage learns from), ODE init, Stage 1 (Self-Forcing
+DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
 
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
