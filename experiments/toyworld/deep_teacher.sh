@@ -6,7 +6,7 @@
 #   deep:    grown to 8 blocks first (grow.py: each block followed by a muted copy, so it starts as the teacher);
 #   control: the 4-block teacher itself (more training alone lifted shape before: README, "more training").
 # Both are judged at their 9-latent clip length on 200 validation prompts (prompt seed 777, noise seed 20000).
-# Each train resumes where it stopped (~0.45 and ~0.9 step/s on a 2-core CPU: ~2.5 h and ~1.2 h for 4000 steps).
+# Each train resumes where it stopped; 1500 steps each (STEPS=N for more; the learning rate decays over the last quarter).
 #   bash experiments/toyworld/deep_teacher.sh            (needs runs/toyworld/teacher_windows_2/export)
 # Untracked runs under runs/toyworld/deep/; result: experiments/results/toyworld_deep_teacher.json.
 set -euo pipefail
@@ -15,7 +15,7 @@ RUN=runs/toyworld
 E=$RUN/deep
 LL=${LONGLIVE_JAX:-longlive-jax}
 T=$RUN/teacher_windows_2/export
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-1500}
 TRAIN="steps=$STEPS seed=5 optim.warmup_steps=100 optim.decay_start=$((STEPS * 3 / 4)) optim.decay_steps=$((STEPS / 4))"
 mkdir -p $E
 # the window clips of train_all.sh's step latents-windows (absent when the teachers were restored from artifacts/)
@@ -35,10 +35,10 @@ done
 mkdir -p $E/eval_run_base && ln -sfn ../../vae $E/eval_run_base/vae && ln -sfn ../../teacher_windows_2 $E/eval_run_base/teacher_windows_2
 python experiments/toyworld/evaluate.py --run $E/eval_run_base --rows teacher_windows/seen/9 --seen 200 \
   --prompt-seed 777 --noise-seed 20000 --cache $E/eval_base --out $E/eval_base.json
-python - "$E" <<'PY'
+python - "$E" "$STEPS" <<'PY'
 import json, sys
 e = sys.argv[1]
-out = {"what": "teacher_windows_2 (base) against 4000 more steps of it (control) and of it grown to 8 blocks (deep), "
+out = {"what": f"teacher_windows_2 (base) against {sys.argv[2]} more steps of it (control) and of it grown to 8 blocks (deep), "
        "judged at 9 latents on 200 validation prompts", "rows": {},
        "command": "bash experiments/toyworld/deep_teacher.sh"}
 for v in ("base", "control", "deep"):
