@@ -37,17 +37,15 @@ python experiments/toyworld/evaluate.py --run $E/eval_run_base --rows teacher_wi
   --prompt-seed 777 --noise-seed 20000 --cache $E/eval_base --out $E/eval_base.json
 python - "$E" "$STEPS" <<'PY'
 import json, sys
+sys.path.insert(0, "experiments/toyworld")
+from report import per_label
 e = sys.argv[1]
 out = {"what": f"teacher_windows_2 (base) against {sys.argv[2]} more steps of it (control) and of it grown to 8 blocks (deep), "
        "judged at 9 latents on 200 validation prompts", "rows": {},
        "command": "bash experiments/toyworld/deep_teacher.sh"}
 for v in ("base", "control", "deep"):
   r = json.load(open(f"{e}/eval_{v}.json"))["teacher_windows/seen/9"]
-  per = {}
-  for attr, labels in (("shape", ("circle", "square", "triangle")), ("motion", ("bounces",))):
-    for lab in labels:
-      row = r["confusion"][attr].get(lab, {})
-      per[lab] = row.get(lab, 0) / max(1, sum(row.values()))
+  per = per_label(r)
   out["rows"][v] = {"accuracy": r["accuracy"], "per_label": per, "videos": r["videos"]}
   print(v, {k: round(100 * x, 1) for k, x in r["accuracy"].items()}, {k: round(100 * x, 1) for k, x in per.items()})
 json.dump(out, open("experiments/results/toyworld_deep_teacher.json", "w"), indent=1)

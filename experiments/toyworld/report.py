@@ -80,6 +80,18 @@ def confusion_table(row: dict, attr: str) -> str:
   return "\n".join(out)
 
 
+def per_label(row: dict, labels: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
+  """Fraction of a row's judged windows right for each expected value (the diagonal of ``confusion_table``), by
+  default the cells issue 9 misses: the three shapes and ``bounces``."""
+  labels = labels or {"shape": ("circle", "square", "triangle"), "motion": ("bounces",)}
+  out = {}
+  for attr, names in labels.items():
+    for name in names:
+      judged = row["confusion"][attr].get(name, {})
+      out[name] = judged.get(name, 0) / max(1, sum(judged.values()))
+  return out
+
+
 def confusion_tables(res: dict) -> str:
   parts = []
   for key in CONFUSION_ROWS:

@@ -38,16 +38,14 @@ for n in $STEPS; do
 done
 python - "$E" $STEPS <<'PY'
 import json, sys
+sys.path.insert(0, "experiments/toyworld")
+from report import per_label
 e, steps = sys.argv[1], [0] + [int(s) for s in sys.argv[2:]]
 rows = []
 for n in steps:
   name = "self_forcing/seen/90" if n == 0 else "streaming_long/seen/90"
   r = json.load(open(f"{e}/eval_{n}.json"))[name]
-  per = {}
-  for attr, labels in (("shape", ("circle", "square", "triangle")), ("motion", ("bounces",))):
-    for lab in labels:
-      row = r["confusion"][attr].get(lab, {})
-      per[lab] = row.get(lab, 0) / max(1, sum(row.values()))
+  per = per_label(r)
   rows.append({"stage2_step": n, "videos": r["videos"], "accuracy": r["accuracy"], "per_label": per})
   print(n, {k: round(100 * v, 1) for k, v in r["accuracy"].items()}, {k: round(100 * v, 1) for k, v in per.items()})
 out = {"what": "Stage 2 (streaming_long.yaml) exports along its run, judged at 90 latents on the validation set "
