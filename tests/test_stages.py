@@ -262,3 +262,20 @@ def test_streaming_long_inference_recache_option_dispatches_on_the_traced_switch
   np.testing.assert_allclose(np.asarray(got.k), np.asarray(want.k), atol=1e-5)
   np.testing.assert_array_equal(np.asarray(got.frame), np.asarray(want.frame))
   assert float(jnp.abs(got.k[:, :, :12] - 1.0).max()) == 0.0  # global sink kept (inference semantics)
+
+
+def test_dmd_timestep_shift_changes_only_the_dmd_draw():
+  """``options.dmd_timestep_shift`` warps the DMD / critic timestep draw; None keeps upstream's ``timestep_shift``."""
+  from longlive_jax import schedule
+
+  base = {**LAT, "num_training_frames": 6, "local_attn_size": 7}
+  key = jax.random.key(3)
+  upstream = _stage("self-forcing", base).core
+  uniform = _stage("self-forcing", {**base, "dmd_timestep_shift": 1.0}).core
+  t5 = np.asarray(upstream.sample_t(key, 4096))
+  t1 = np.asarray(uniform.sample_t(key, 4096))
+  np.testing.assert_allclose(t5, np.asarray(schedule.sample_timestep(key, 4096, shift=5.0)), rtol=1e-6)
+  np.testing.assert_allclose(t1, np.asarray(schedule.sample_timestep(key, 4096, shift=1.0)), rtol=1e-6)
+  assert 0.45 < np.mean(t1 < 500) < 0.55  # uniform: half the draws below t = 500
+  assert np.mean(t5 < 500) < 0.2  # shift 5: most draws at high noise
+  assert uniform.opts.timestep_shift == upstream.opts.timestep_shift == 5.0  # the generator's schedule is untouched

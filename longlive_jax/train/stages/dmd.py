@@ -77,6 +77,7 @@ class DMDOptions:
   dfake_gen_update_ratio: int = 5
   guidance_scale: float = 3.0
   timestep_shift: float = 5.0
+  dmd_timestep_shift: float | None = None  # the shift of the DMD / critic timestep draw; None: timestep_shift (upstream)
   score_timestep_shift: float = 8.0  # upstream's real/fake score wrappers keep the default shift 8
   min_step: float = 20.0
   max_step: float = 980.0
@@ -308,7 +309,8 @@ class DMDCore:
 
   def sample_t(self, key: Array, batch: int) -> Array:
     o = self.opts
-    return schedule.sample_timestep(key, batch, shift=o.timestep_shift, min_step=o.min_step, max_step=o.max_step)
+    shift = o.timestep_shift if o.dmd_timestep_shift is None else o.dmd_timestep_shift
+    return schedule.sample_timestep(key, batch, shift=shift, min_step=o.min_step, max_step=o.max_step)
 
   def dmd_loss(self, video, mask, critic_p, teacher_p, cond, uncond, key):
     """DMD generator loss of ``video`` (differentiable) scored by the frozen teacher and the current critic."""
