@@ -77,9 +77,8 @@ class DMDOptions:
   dfake_gen_update_ratio: int = 5
   guidance_scale: float = 3.0
   timestep_shift: float = 5.0
-  dmd_timestep_shift: float | None = (
-    None  # the shift of the DMD / critic timestep draw; None: timestep_shift (upstream)
-  )
+  # the shift of the DMD / critic timestep draw alone; None: timestep_shift (upstream)
+  dmd_timestep_shift: float | None = None
   score_timestep_shift: float = 8.0  # upstream's real/fake score wrappers keep the default shift 8
   min_step: float = 20.0
   max_step: float = 980.0
