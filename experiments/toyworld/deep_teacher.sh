@@ -5,7 +5,8 @@
 # (teacher_windows_2.yaml with the overrides below, the same seed, so the same batches):
 #   deep:    grown to 8 blocks first (grow.py: each block followed by a muted copy, so it starts as the teacher);
 #   control: the 4-block teacher itself (more training alone lifted shape before: README, "more training").
-# Both are judged at their 9-latent clip length on 200 validation prompts (prompt seed 777, noise seed 20000).
+# All three are judged at their 9-latent clip length on 100 validation prompts (SEEN=N for more; prompt seed 777,
+# noise seed 20000).
 # Each train resumes where it stopped; 1500 steps each (STEPS=N for more; the learning rate decays over the last quarter).
 #   bash experiments/toyworld/deep_teacher.sh            (needs runs/toyworld/teacher_windows_2/export)
 # Untracked runs under runs/toyworld/deep/; result: experiments/results/toyworld_deep_teacher.json.
@@ -16,6 +17,7 @@ E=$RUN/deep
 LL=${LONGLIVE_JAX:-longlive-jax}
 T=$RUN/teacher_windows_2/export
 STEPS=${STEPS:-1500}
+SEEN=${SEEN:-100}  # validation prompts judged (the caches are per prompt count)
 TRAIN="steps=$STEPS seed=5 optim.warmup_steps=100 optim.decay_start=$((STEPS * 3 / 4)) optim.decay_steps=$((STEPS / 4))"
 mkdir -p $E
 # the window clips of train_all.sh's step latents-windows (absent when the teachers were restored from artifacts/)
@@ -27,24 +29,23 @@ D=$RUN/data/latents_f9_windows.npz
   model.checkpoint=$E/grown/export $TRAIN
 [ -e $E/control/export/longlive_jax.json ] || $LL train configs/toyworld/teacher_windows_2.yaml \
   run_dir=$E/control model.checkpoint=$T $TRAIN
-for v in deep control; do  # evaluate.py's stage teacher_windows reads <run>/teacher_windows_2/export
-  mkdir -p $E/eval_run_$v && ln -sfn ../../vae $E/eval_run_$v/vae && ln -sfn ../$v $E/eval_run_$v/teacher_windows_2
-  python experiments/toyworld/evaluate.py --run $E/eval_run_$v --rows teacher_windows/seen/9 --seen 200 \
-    --prompt-seed 777 --noise-seed 20000 --cache $E/eval_$v --out $E/eval_$v.json
+for v in base deep control; do  # evaluate.py's stage teacher_windows reads <run>/teacher_windows_2/export
+  src=../$v
+  [ $v = base ] && src=../../teacher_windows_2
+  mkdir -p $E/eval_run_$v && ln -sfn ../../vae $E/eval_run_$v/vae && ln -sfn $src $E/eval_run_$v/teacher_windows_2
+  python experiments/toyworld/evaluate.py --run $E/eval_run_$v --rows teacher_windows/seen/9 --seen $SEEN \
+    --prompt-seed 777 --noise-seed 20000 --cache $E/eval${SEEN}_$v --out $E/eval${SEEN}_$v.json
 done
-mkdir -p $E/eval_run_base && ln -sfn ../../vae $E/eval_run_base/vae && ln -sfn ../../teacher_windows_2 $E/eval_run_base/teacher_windows_2
-python experiments/toyworld/evaluate.py --run $E/eval_run_base --rows teacher_windows/seen/9 --seen 200 \
-  --prompt-seed 777 --noise-seed 20000 --cache $E/eval_base --out $E/eval_base.json
-python - "$E" "$STEPS" <<'PY'
+python - "$E" "$STEPS" "$SEEN" <<'PY'
 import json, sys
 sys.path.insert(0, "experiments/toyworld")
 from report import per_label
-e = sys.argv[1]
-out = {"what": f"teacher_windows_2 (base) against {sys.argv[2]} more steps of it (control) and of it grown to 8 blocks (deep), "
-       "judged at 9 latents on 200 validation prompts", "rows": {},
+e, steps, seen = sys.argv[1:4]
+out = {"what": f"teacher_windows_2 (base) against {steps} more steps of it (control) and of it grown to 8 blocks (deep), "
+       f"judged at 9 latents on {seen} validation prompts", "rows": {},
        "command": "bash experiments/toyworld/deep_teacher.sh"}
 for v in ("base", "control", "deep"):
-  r = json.load(open(f"{e}/eval_{v}.json"))["teacher_windows/seen/9"]
+  r = json.load(open(f"{e}/eval{seen}_{v}.json"))["teacher_windows/seen/9"]
   per = per_label(r)
   out["rows"][v] = {"accuracy": r["accuracy"], "per_label": per, "videos": r["videos"]}
   print(v, {k: round(100 * x, 1) for k, x in r["accuracy"].items()}, {k: round(100 * x, 1) for k, x in per.items()})
