@@ -57,6 +57,12 @@ for v in base pairs1920 shift1 shift10; do  # evaluate.py's stage self_forcing r
   python experiments/toyworld/evaluate.py --run $E/eval_run_$v --rows self_forcing/seen/9,self_forcing/seen/90 \
     --cache $E/eval_$v --out $E/eval_$v.json
 done
+for v in 480:../../ode_init 1920:../ode_init_1920; do  # the two ODE inits' own videos (9 latents)
+  n=${v%%:*}
+  mkdir -p $E/eval_run_ode$n && ln -sfn ../../vae $E/eval_run_ode$n/vae && ln -sfn ${v#*:} $E/eval_run_ode$n/ode_init
+  python experiments/toyworld/evaluate.py --run $E/eval_run_ode$n --rows ode_init/seen/9 --cache $E/eval_ode$n \
+    --out $E/eval_ode$n.json
+done
 python - "$E" <<'PY'
 import json, sys
 sys.path.insert(0, "experiments/toyworld")
@@ -73,6 +79,11 @@ for v in ("base", "pairs1920", "shift1", "shift10"):
     out["rows"][f"{v}/{length}"] = {"accuracy": r["accuracy"], "per_label": per, "videos": r["videos"]}
     print(f"{v:10s} {length:>2s}", {k: round(100 * x, 1) for k, x in r["accuracy"].items()},
           {k: round(100 * x) for k, x in per.items()})
+for n in ("480", "1920"):
+  r = json.load(open(f"{e}/eval_ode{n}.json"))["ode_init/seen/9"]
+  per = per_label(r)
+  out["rows"][f"ode_init_{n}/9"] = {"accuracy": r["accuracy"], "per_label": per, "videos": r["videos"]}
+  print(f"ode_init_{n} 9", {k: round(100 * x, 1) for k, x in r["accuracy"].items()}, {k: round(100 * x) for k, x in per.items()})
 json.dump(out, open("experiments/results/toyworld_student_levers.json", "w"), indent=1)
 gap = {}
 for n in ("teacher", "480", "1920"):
