@@ -496,3 +496,44 @@ def test_score_of_ground_truth_videos():
     assert all(set(row) == {exp} for exp, row in table.items()), (attr, table)
   assert wrong["confusion"]["shape"] == {"circle": {"triangle": windows // 2}, "triangle": {"circle": windows // 2}}
   assert set(wrong["confusion"]["motion"]["bounces"]) <= {"moves right", "moves up"}
+
+
+def test_ode_pairs_record_the_states_of_an_evenly_spaced_schedule_of_any_length():
+  from longlive_jax.schedule import warped_steps
+  from longlive_jax.train.ode_pairs import RECORD_FRACTIONS, euler_sigmas, make_pairs, record_fractions
+
+  assert record_fractions(4) == RECORD_FRACTIONS
+  sig = euler_sigmas(48, shift=5.0)
+  eight = [1000, 875, 750, 625, 500, 375, 250, 125]
+  idx = [int(round((1 - u) * 48)) for u in record_fractions(8)]
+  np.testing.assert_allclose(1000 * sig[idx], warped_steps(eight, shift=5.0)[0], rtol=1e-5)
+
+  from flax import nnx
+
+  class Exact(nnx.Module):  # knows x0 (as above; x0 = 0): the recorded states are sigma * noise
+    def __call__(self, x, t, ctx):
+      s = (t / 1000.0)[:, None, None, None, None]
+      return x / jnp.maximum(s, 1e-6)
+
+  pairs = make_pairs(
+    Exact(),
+    prompts=["a", "b"],
+    encode_text=lambda texts: np.zeros((len(texts), 4, 8), np.float32),
+    negative_prompt="",
+    latent_shape=(3, 4, 4, 2),
+    num_steps=16,
+    points=8,
+    batch=2,
+    progress=False,
+  )
+  traj = pairs["trajectory"]
+  assert traj.shape == (2, 9, 3, 4, 4, 2)
+  s = euler_sigmas(16, shift=5.0)[[int(round((1 - u) * 16)) for u in record_fractions(8)]]
+  np.testing.assert_allclose(
+    traj[:, 1:8] / traj[:, :1], np.broadcast_to(s[1:, None, None, None, None], traj[:, 1:8].shape), rtol=1e-4
+  )
+  np.testing.assert_allclose(traj[:, -1], 0.0, atol=1e-5)
+  with pytest.raises(ValueError, match="multiple of points = 8"):
+    make_pairs(
+      Exact(), prompts=["a"], encode_text=None, negative_prompt="", latent_shape=(3, 4, 4, 2), num_steps=12, points=8
+    )

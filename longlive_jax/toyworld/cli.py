@@ -75,7 +75,13 @@ def add_toyworld(sub) -> None:
   q.add_argument("--out", required=True, help="the .npz to write (the trajectories and their prompts)")
   q.add_argument("--latent-frames", type=int, default=21, help="latent frames per clip (default 21)")
   q.add_argument("--latent-size", type=int, default=16, help="latent height = width (64 px through the 4x VAE: 16)")
-  q.add_argument("--steps", type=int, default=48, help="Euler steps (a multiple of 4)")
+  q.add_argument("--steps", type=int, default=48, help="Euler steps (a multiple of --points)")
+  q.add_argument(
+    "--points",
+    type=int,
+    default=4,
+    help="states kept per trajectory: those of an evenly spaced N-step student schedule (default 4: LongLive's)",
+  )
   q.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
   q.add_argument("--seed", type=int, default=2, help="noise seed (default 2)")
   q.add_argument("--batch", type=int, default=16, help="clips sampled together (default 16)")
@@ -196,6 +202,12 @@ def _ode_pairs(a) -> int:
   from longlive_jax.toyworld.text import TextEncoder
   from longlive_jax.train.ode_pairs import make_pairs, save_pairs
 
+  if a.points < 1 or a.steps % a.points:
+    print(
+      f"longlive-jax toyworld ode-pairs: error: --steps {a.steps} must be a multiple of --points {a.points} (>= 1)",
+      file=sys.stderr,
+    )
+    return 2
   cfg, params, _, _ = checkpoint.load(a.teacher)
   prompts = [str(p) for p in NpzRecords(a.prompts).arrays["prompt"]]
   pairs = make_pairs(
@@ -208,6 +220,7 @@ def _ode_pairs(a) -> int:
     guidance=a.guidance,
     seed=a.seed,
     batch=a.batch,
+    points=a.points,
   )
   out = save_pairs(a.out, pairs)
   print(f"wrote {out}: {len(prompts)} trajectories {pairs['trajectory'].shape[1:]}")

@@ -8,7 +8,9 @@ teacher's deterministic sampling trajectories (upstream ``generate_ode_pairs.py`
     ``v = v_uncond + g (v_cond - v_uncond)``, one ``lax.scan`` over the steps;
   * the states at ``u = 1, 3/4, 1/2, 1/4`` (``N`` a multiple of 4) sit exactly at the few-step schedule's
     warped timesteps ``[1000, 937.5, 833.3, 625]`` (shift 5), and with the clean end they are the
-    ``trajectory [5, F, H, W, C]`` that the ``ode-init`` stage regresses (:func:`make_pairs`).
+    ``trajectory [5, F, H, W, C]`` that the ``ode-init`` stage regresses (:func:`make_pairs`); with
+    ``points = P`` the states at ``u = 1 - i / P`` match an evenly spaced P-step schedule
+    (``denoising_step_list [1000, 1000 - 1000 / P, ...]``, ``N`` a multiple of P).
 
 The teacher sees timestep ``1000 sigma_i`` on the grid it was trained with; the Euler update uses the same
 sigmas (``x <- x + (sigma_{i+1} - sigma_i) v``), ending at sigma 0 (the clean sample).
@@ -28,6 +30,13 @@ from longlive_jax.model.wan import WanDiT
 
 Array = jax.Array
 RECORD_FRACTIONS = (1.0, 0.75, 0.5, 0.25)  # u of the recorded states: the warped [1000, 750, 500, 250]
+
+
+def record_fractions(points: int) -> tuple[float, ...]:
+  """``u`` of the recorded states for an evenly spaced ``points``-step schedule (4: :data:`RECORD_FRACTIONS`)."""
+  if points < 1:
+    raise ValueError(f"points must be >= 1, got {points}")
+  return tuple(1.0 - i / points for i in range(points))
 
 
 def euler_sigmas(num_steps: int, *, shift: float) -> np.ndarray:
@@ -80,19 +89,23 @@ def make_pairs(
   shift: float = 5.0,
   seed: int = 0,
   batch: int = 8,
+  points: int = 4,
   progress: bool = True,
 ) -> dict[str, np.ndarray]:
-  """ODE-init records: ``trajectory [N, 5, F, H, W, C]`` (states at ``RECORD_FRACTIONS``, then x0) and ``prompt``.
+  """ODE-init records: ``trajectory [N, points + 1, F, H, W, C]`` (states at :func:`record_fractions`, then x0)
+  and ``prompt``.
 
   ``latent_shape`` is ``(F, H, W, C)``. Sample ``n`` draws its noise from ``fold_in(key(seed), n)``.
   """
   from tqdm.auto import tqdm
 
-  if num_steps % 4:
+  fractions = record_fractions(points)
+  if num_steps % points:
     raise ValueError(
-      f"num_steps must be a multiple of 4 (the recorded states sit at u = 1, 3/4, 1/2, 1/4), got {num_steps}"
+      f"num_steps must be a multiple of points = {points} (the recorded states sit at u = 1 - i / {points}), "
+      f"got {num_steps}"
     )
-  record = tuple(int(round((1.0 - u) * num_steps)) for u in RECORD_FRACTIONS)
+  record = tuple(int(round((1.0 - u) * num_steps)) for u in fractions)
   uncond = np.asarray(encode_text([negative_prompt]), np.float32)  # [1, L, D]
   key = jax.random.PRNGKey(seed)
   trajs = []
@@ -110,7 +123,7 @@ def make_pairs(
       shift=shift,
       record=record,
     )
-    trajs.append(np.concatenate([np.asarray(states), np.asarray(x0)[:, None]], axis=1))  # [b, 5, F, H, W, C]
+    trajs.append(np.concatenate([np.asarray(states), np.asarray(x0)[:, None]], axis=1))  # [b, P + 1, F, H, W, C]
   return {"trajectory": np.concatenate(trajs), "prompt": np.asarray(list(prompts))}
 
 
