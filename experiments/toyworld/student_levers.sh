@@ -9,6 +9,8 @@
 #   shift1, shift10: the DMD / critic timestep draw at shift 1 (uniform: half the draws below t = 500, where
 #              details like a circle's outline are drawn) or 10 (more of the layout), upstream's 5 being the base
 #              (options.dmd_timestep_shift; the generator's 4-step schedule is unchanged).
+#   steps8:    the student trained with 8 denoising steps per block ([1000, 875, ..., 125], the same 4-step ODE
+#              init as its start) and streamed with them (the teacher's circles need steps: toyworld_ablations.json).
 #   base:      train_all.sh's Self-Forcing export (runs/toyworld/self_forcing), from runs/toyworld/ode_init.
 # Each step is skipped when its output exists (trains resume). Untracked runs under runs/toyworld/levers/;
 # results: experiments/results/toyworld_student_levers.json (and toyworld_ode_gap.json from the ODE inits).
@@ -51,6 +53,8 @@ sf() {  # sf NAME OVERRIDES...: Stage 1 from train_all.sh's ODE init with the ov
 sf pairs1920 model.checkpoint=$E/ode_init_1920/export
 sf shift1 options.dmd_timestep_shift=1.0
 sf shift10 options.dmd_timestep_shift=10.0
+EIGHT=1000,875,750,625,500,375,250,125
+sf steps8 "options.denoising_step_list=[$EIGHT]"
 ln -sfn ../self_forcing $E/sf_base
 for v in base pairs1920 shift1 shift10; do  # evaluate.py's stage self_forcing reads <run>/self_forcing/export
   mkdir -p $E/eval_run_$v && ln -sfn ../../vae $E/eval_run_$v/vae && ln -sfn ../sf_$v $E/eval_run_$v/self_forcing
@@ -63,6 +67,12 @@ for v in 480:../../ode_init 1920:../ode_init_1920; do  # the two ODE inits' own 
   python experiments/toyworld/evaluate.py --run $E/eval_run_ode$n --rows ode_init/seen/9 --cache $E/eval_ode$n \
     --out $E/eval_ode$n.json
 done
+# the 8-step student is streamed with its own schedule (evaluate.py streams 4 steps): student_steps.py; the base
+# streamed with 8 steps it was not trained for is the control (9 latents only: at 9 it is below the base already)
+[ -e $E/steps8_9.json ] || python experiments/toyworld/student_steps.py --dit $E/sf_steps8/export --frames 9 \
+  --lists $EIGHT --out $E/steps8_9.json
+[ -e $E/steps_base_9.json ] || python experiments/toyworld/student_steps.py --dit $E/sf_base/export --frames 9 \
+  --lists 1000,750,500,250 $EIGHT --out $E/steps_base_9.json
 python - "$E" <<'PY'
 import json, sys
 sys.path.insert(0, "experiments/toyworld")
@@ -84,6 +94,12 @@ for n in ("480", "1920"):
   per = per_label(r)
   out["rows"][f"ode_init_{n}/9"] = {"accuracy": r["accuracy"], "per_label": per, "videos": r["videos"]}
   print(f"ode_init_{n} 9", {k: round(100 * x, 1) for k, x in r["accuracy"].items()}, {k: round(100 * x) for k, x in per.items()})
+for name, f, key in (("steps8/9", "steps8_9", None),
+                     ("base_streamed_8_steps/9", "steps_base_9", "1000,875,750,625,500,375,250,125")):
+  got = json.load(open(f"{e}/{f}.json"))
+  r = got["rows"][key] if key else next(iter(got["rows"].values()))
+  out["rows"][name] = {"accuracy": r["accuracy"], "per_label": r["per_label"], "videos": got["prompts"]}
+  print(f"{name}", {k: round(100 * x, 1) for k, x in r["accuracy"].items()}, {k: round(100 * x) for k, x in r["per_label"].items()})
 json.dump(out, open("experiments/results/toyworld_student_levers.json", "w"), indent=1)
 gap = {}
 for n in ("teacher", "480", "1920"):
