@@ -27,30 +27,11 @@ import numpy as np
 def point_losses(stage, params, batch: dict, *, point: int) -> float:
   """The stage's loss with every block at trajectory ``point`` (0: pure noise) of one batch."""
   import jax.numpy as jnp
-  from flax import nnx
 
-  from longlive_jax import schedule
-  from longlive_jax.train import losses
-  from longlive_jax.train.stages.ode_init import causal_mask
-
-  o, cfg = stage.opts, stage.net.cfg
-  traj = jnp.asarray(batch["trajectory"])  # [B, K + 1, F, H, W, C]
-  cond = jnp.asarray(batch["cond"])  # [B, text_len, text_dim]
-  b, _, f, h, w, _ = traj.shape
+  b, _, f = batch["trajectory"].shape[:3]
   idx = jnp.full((b, f), point, jnp.int32)  # [B, F]
-  step_t = jnp.concatenate([jnp.asarray(stage.step_t), jnp.zeros((1,), jnp.float32)])  # [K + 1]
-  x_t, t, target = losses.ode_regression_inputs(traj, idx, step_t)
-  model = nnx.merge(stage.graphdef, params)
-  _, ph, pw = cfg.patch_size
-  mask = causal_mask(
-    num_frames=f, block_frames=o.num_frame_per_block, tokens_per_frame=(h // ph) * (w // pw), window=o.local_attn_size
-  )
-  ck, cv = model.cross_kv(cond)
-  flow, _, _ = model.forward_tokens(
-    x_t, t, cross_k=ck, cross_v=cv, frame_pos=jnp.arange(f, dtype=jnp.int32), key_mask=mask[None]
-  )
-  x0 = schedule.flow_to_x0(flow, x_t, t, shift=o.timestep_shift)
-  return float(losses.ode_regression_loss(x0_pred=x0, target=target, timestep=t))
+  loss, _ = stage.loss_at(params, jnp.asarray(batch["trajectory"]), jnp.asarray(batch["cond"]), idx)
+  return float(loss)
 
 
 def main() -> int:

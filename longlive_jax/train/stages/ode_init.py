@@ -121,12 +121,15 @@ class ODEInitStage:
 
   def loss(self, params, trajectory: Array, cond: Array, key: Array) -> tuple[Array, dict]:
     """ODE-regression loss of one batch, trajectory points drawn per block from ``key``."""
+    o = self.opts
+    b, _, f = trajectory.shape[:3]
+    idx = jax.random.randint(key, (b, f // o.num_frame_per_block), 0, self.step_t.shape[0])  # [B, blocks]
+    return self.loss_at(params, trajectory, cond, jnp.repeat(idx, o.num_frame_per_block, axis=1))
+
+  def loss_at(self, params, trajectory: Array, cond: Array, idx: Array) -> tuple[Array, dict]:
+    """ODE-regression loss with frame ``f`` of sample ``b`` at trajectory point ``idx [B, F]`` (0: pure noise)."""
     o, cfg = self.opts, self.net.cfg
-    b, _, f, h, w, _ = trajectory.shape
-    nb = f // o.num_frame_per_block
-    k = self.step_t.shape[0]
-    idx = jax.random.randint(key, (b, nb), 0, k)  # [B, blocks]
-    idx = jnp.repeat(idx, o.num_frame_per_block, axis=1)  # [B, F]
+    _, _, f, h, w, _ = trajectory.shape
     step_t = jnp.concatenate([jnp.asarray(self.step_t), jnp.zeros((1,), jnp.float32)])  # [K + 1]
     x_t, t, target = losses.ode_regression_inputs(trajectory, idx, step_t)
     model = nnx.merge(self.graphdef, params)
