@@ -30,44 +30,22 @@ def main() -> int:
   ap.add_argument("--out", required=True)
   a = ap.parse_args()
 
-  import jax
-  import jax.numpy as jnp
-
   sys.path.insert(0, str(Path(__file__).parent))
   from evaluate import NOISE_SEED, prompt_sets
   from report import per_label
 
-  from longlive_jax.stream.cache import StreamSpec
-  from longlive_jax.stream.driver import Streamer
-  from longlive_jax.stream.noise import BlockShape, KeyNoise
   from longlive_jax.toyworld import evaluate as ev
-  from longlive_jax.vae.stream import decode_step, init_decode_cache
 
   dit, vae, enc = ev.load_models(a.dit, a.vae)
   prompts = prompt_sets(a.seen)["seen"]
-  settings = ev.StreamSettings()
-  _, ph, pw = dit.cfg.patch_size
-  size = ev.LATENT_SIZE
-  spec = StreamSpec(
-    block_frames=settings.block_frames,
-    sink_frames=settings.sink_frames,
-    window_frames=settings.window_frames,
-    tokens_per_frame=(size // ph) * (size // pw),
-  )
   result = {"dit": a.dit, "latent_frames": a.frames, "prompts": len(prompts), "noise_seed": NOISE_SEED, "rows": {}}
   for text in a.lists:
     steps = tuple(int(s) for s in text.split(","))
-    st = Streamer(dit, spec, step_list=steps, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
-    shape = BlockShape(batch=len(prompts), frames=spec.block_frames, height=size, width=size, channels=dit.cfg.in_dim)
-    draws = KeyNoise(jax.random.key(NOISE_SEED), shape=shape, num_steps=len(steps))
-    cache = init_decode_cache(vae, batch=len(prompts), height=size, width=size)
-    frames, t0 = [], time.perf_counter()
-    for _, x0, _ in st.stream(
-      draws, contexts=[jnp.asarray(enc(prompts))], switches=[], num_blocks=a.frames // spec.block_frames
-    ):
-      pixels, cache = decode_step(vae, cache, x0)
-      frames.append(pixels)
-    videos = ev._to_uint8(jnp.concatenate(frames, axis=1))  # [N, T, H, W, 3]
+    settings = ev.StreamSettings(step_list=steps)
+    t0 = time.perf_counter()
+    videos, _ = ev.causal_videos(
+      dit, vae, enc, [[p] for p in prompts], latent_frames=a.frames, seed=NOISE_SEED, settings=settings
+    )
     r = ev.score(videos, [[p] for p in prompts])
     per = per_label(r)
     result["rows"][text] = {"accuracy": r["accuracy"], "per_label": per, "seconds": time.perf_counter() - t0}

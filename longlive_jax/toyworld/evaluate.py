@@ -39,6 +39,7 @@ class StreamSettings:
   window_frames: int = 9
   switch_mode: str = "recache"
   global_sink: bool = True
+  step_list: tuple[int, ...] = (1000, 750, 500, 250)  # the few-step schedule (LongLive's; a student's own)
 
 
 def _to_uint8(pixels) -> np.ndarray:
@@ -74,10 +75,12 @@ def streamer(dit, settings: StreamSettings, *, latent_size: int = LATENT_SIZE):
     window_frames=settings.window_frames,
     tokens_per_frame=(latent_size // ph) * (latent_size // pw),
   )
-  key = (id(dit), spec, settings.global_sink, settings.switch_mode)
+  key = (id(dit), spec, settings.global_sink, settings.switch_mode, tuple(settings.step_list))
   hit = _STREAMERS.get(key)
   if hit is None or hit[0] is not dit:  # the model object is kept alive with it, so its id stays unique
-    st = Streamer(dit, spec, global_sink=settings.global_sink, switch_mode=settings.switch_mode)
+    st = Streamer(
+      dit, spec, step_list=settings.step_list, global_sink=settings.global_sink, switch_mode=settings.switch_mode
+    )
     hit = _STREAMERS[key] = (dit, st)
   return hit[1]
 
@@ -111,7 +114,7 @@ def causal_videos(
   spec = st.spec
   contexts = [jnp.asarray(encode_text([s[i] for s in scripts])) for i in range(k)]  # each [N, L, D]
   shape = BlockShape(batch=n, frames=spec.block_frames, height=latent_size, width=latent_size, channels=dit.cfg.in_dim)
-  draws = KeyNoise(jax.random.key(seed), shape=shape, num_steps=4)
+  draws = KeyNoise(jax.random.key(seed), shape=shape, num_steps=len(settings.step_list))
   nb = latent_frames // spec.block_frames
   cache = init_decode_cache(vae, batch=n, height=latent_size, width=latent_size)
   out = []
