@@ -70,6 +70,11 @@ class Options:
     freeze_encoder: train the decoder only (needs ``init``): the encoder and its latent statistics stay those of
       ``init`` exactly, so latents already encoded with it (and every model trained on them) stay valid while
       the decoder sharpens (Stable Diffusion's decoder fine-tune).
+    latent_noise: the decoder is trained on ``z + u * latent_noise * latent_std * eps`` with ``u ~ U(0, 1)`` per
+      clip and ``eps ~ N(0, 1)``: noise of up to ``latent_noise`` in the DiT's normalised latent units (needs
+      ``freeze_encoder``, whose statistics are fixed). A generator's latents are never exactly on the encoder's
+      manifold; a decoder that has learned to map nearby latents to the world's clean frames draws them as what
+      they are closest to, instead of decoding their error into lumpy outlines (noise-augmented decoder training).
   """
 
   vae: dict = dataclasses.field(default_factory=lambda: {"dim": 8})
@@ -83,10 +88,17 @@ class Options:
   edge_weight: float = 0.0
   init: str | None = None
   freeze_encoder: bool = False
+  latent_noise: float = 0.0
 
   def __post_init__(self):
     if self.freeze_encoder and self.init is None:
       raise ValueError("options.freeze_encoder: needs options.init (the VAE whose encoder is kept)")
+    if self.latent_noise < 0:
+      raise ValueError(f"options.latent_noise: must be >= 0, got {self.latent_noise}")
+    if self.latent_noise and not self.freeze_encoder:
+      raise ValueError(
+        "options.latent_noise: needs options.freeze_encoder (noise in the fixed latent statistics' units)"
+      )
     if self.detach_latents is not None:
       a, b = (int(v) for v in self.detach_latents)
       if not 0 < a < b:
@@ -112,6 +124,7 @@ def reconstruct(
   *,
   log_var_offset: float = 0.0,
   detach: tuple[int, int] | None = None,
+  noise_scale: Array | None = None,
 ) -> tuple[Array, Array, Array, Array, Array]:
   """Causal chunked encode, sample, streaming decode of ``video [B, T, H, W, 3]`` (``T = 1 + 4(F - 1)``).
 
@@ -120,6 +133,8 @@ def reconstruct(
   mu_all, mu, log_var)``: the decoded frames and the input frames of the trained latents (all, or all but the
   burn-in ``detach = [a, b)``, whose frames are left out and whose outgoing caches are cut from the gradient),
   the posterior means of every latent ``[B, F, h, w, z]`` and the posterior ``[B, F', h, w, z]`` of the trained.
+  ``noise_scale [z]``: the decoder decodes ``z + u * noise_scale * eps`` (``u ~ U(0, 1)`` per clip; see
+  ``Options.latent_noise``); the posterior outputs are unchanged.
   """
   n = 1 + (video.shape[1] - 1) // 4
   trained = [i for i in range(n) if detach is None or not detach[0] <= i < detach[1]]
@@ -143,6 +158,10 @@ def reconstruct(
   mu_all = jnp.concatenate(mus, axis=1)  # [B, F, h, w, z]
   log_var = jnp.clip(jnp.concatenate(lvs, axis=1) + log_var_offset, -30.0, 20.0)
   z = mu_all + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu_all.shape, mu_all.dtype)
+  if noise_scale is not None:
+    k_u, k_eps = jax.random.split(jax.random.fold_in(key, 1))  # the posterior's draw stays that of ``key``
+    u = jax.random.uniform(k_u, (z.shape[0], 1, 1, 1, 1), z.dtype)  # [B, 1, 1, 1, 1]: one level per clip
+    z = z + u * jnp.asarray(noise_scale, z.dtype) * jax.random.normal(k_eps, z.shape, z.dtype)
   feats = Feats(None)
   frames = []
   for i in range(n):  # latent 0 -> 1 frame, every later latent -> 4
@@ -247,6 +266,7 @@ class VAEStage:
       key,
       log_var_offset=self.options.log_var_offset,
       detach=self.options.detach_latents,
+      noise_scale=self._noise_scale(),
     )
     w = np.ones((video.shape[1],), np.float32)
     w[0] = self.options.first_frame_weight
@@ -268,6 +288,13 @@ class VAEStage:
       aux["edge"] = edge
     aux |= {"l1": l1, "kl": kl, "psnr": 10.0 * jnp.log10(4.0 / jnp.maximum(mse, 1e-10))}
     return loss, (aux, jax.lax.stop_gradient(mu_all))
+
+  def _noise_scale(self) -> np.ndarray | None:
+    """``latent_noise * latent_std [z]`` of the frozen encoder (``init``'s statistics), or None."""
+    if not self.options.latent_noise:
+      return None
+    std = np.asarray(self.trained_config(None).latent_std, np.float32)  # frozen: init's own, independent of state
+    return self.options.latent_noise * std
 
   def step(self, state: VAEState, batch: Mapping[str, Array]) -> tuple[VAEState, dict[str, Array]]:
     key = jax.random.fold_in(state.key, state.step)
