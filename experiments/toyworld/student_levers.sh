@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two levers on the students' side of the gap to their teacher (issue 9: circles and `bounces`), each tried on
+# Levers on the students' side of the gap to their teacher (issue 9: circles and `bounces`), each tried on
 # Stage 1 (Self-Forcing, 500 steps, self_forcing.yaml) from the same start and judged like the evidence table's
 # Self-Forcing rows (the table's 100 seen prompts and noise, 9 and 90 latents):
 #   pairs1920: the ODE init learned from 4x the trajectories. ode_gap.py shows the 480-trajectory ODE init learning
@@ -9,6 +9,8 @@
 #   shift1, shift10: the DMD / critic timestep draw at shift 1 (uniform: half the draws below t = 500, where
 #              details like a circle's outline are drawn) or 10 (more of the layout), upstream's 5 being the base
 #              (options.dmd_timestep_shift; the generator's 4-step schedule is unchanged).
+#   cfg6:      the DMD teacher's (real score's) classifier-free guidance at 6 instead of LongLive's 3 (sharper,
+#              more prompt-bound targets; options.guidance_scale).
 #   steps8:    the student trained with 8 denoising steps per block ([1000, 875, ..., 125], the same 4-step ODE
 #              init as its start) and streamed with them (the teacher's circles need steps: toyworld_ablations.json).
 #   base:      train_all.sh's Self-Forcing export (runs/toyworld/self_forcing), from runs/toyworld/ode_init.
@@ -53,10 +55,11 @@ sf() {  # sf NAME OVERRIDES...: Stage 1 from train_all.sh's ODE init with the ov
 sf pairs1920 model.checkpoint=$E/ode_init_1920/export
 sf shift1 options.dmd_timestep_shift=1.0
 sf shift10 options.dmd_timestep_shift=10.0
+sf cfg6 options.guidance_scale=6.0
 EIGHT=1000,875,750,625,500,375,250,125
 sf steps8 "options.denoising_step_list=[$EIGHT]"
 ln -sfn ../self_forcing $E/sf_base
-for v in base pairs1920 shift1 shift10; do  # evaluate.py's stage self_forcing reads <run>/self_forcing/export
+for v in base pairs1920 shift1 shift10 cfg6; do  # evaluate.py's stage self_forcing reads <run>/self_forcing/export
   mkdir -p $E/eval_run_$v && ln -sfn ../../vae $E/eval_run_$v/vae && ln -sfn ../sf_$v $E/eval_run_$v/self_forcing
   python experiments/toyworld/evaluate.py --run $E/eval_run_$v --rows self_forcing/seen/9,self_forcing/seen/90 \
     --cache $E/eval_$v --out $E/eval_$v.json
@@ -79,9 +82,10 @@ sys.path.insert(0, "experiments/toyworld")
 from report import per_label
 e = sys.argv[1]
 out = {"what": "Self-Forcing (500 steps) from the ODE init of 480 or 1920 trajectories, and with the DMD timestep "
-       "draw at shift 1 / 10 (upstream: 5); the evidence table's 100 seen prompts and noise",
+       "draw at shift 1 / 10 (upstream: 5), and with the DMD teacher's guidance at 6 (LongLive: 3); the evidence "
+       "table's 100 seen prompts and noise",
        "command": "bash experiments/toyworld/student_levers.sh", "rows": {}}
-for v in ("base", "pairs1920", "shift1", "shift10"):
+for v in ("base", "pairs1920", "shift1", "shift10", "cfg6"):
   res = json.load(open(f"{e}/eval_{v}.json"))
   for length in ("9", "90"):
     r = res[f"self_forcing/seen/{length}"]
