@@ -12,12 +12,18 @@ from longlive_jax import checkpoint
 from longlive_jax.toyworld import evaluate as ev
 from longlive_jax.toyworld.model import default_checkpoint
 
-# Four different colours / shapes / motions / backgrounds, all from the training split's grammar.
+# Every colour, shape, background and motion but `bounces` (the cell the model misses, README), all from the training
+# split's grammar. Eight videos give 24 judged windows: with the four of the first version (12 windows) one window
+# moved the score by 8 points, and a model at ~82% shape (README) sat exactly on the 75% bar.
 PROMPTS = [
   "a red circle moves right on a blue background",
   "a yellow square moves up on a purple background",
   "a white triangle moves left on a green background",
   "a green circle stays still on a red background",
+  "a blue square moves down on a yellow background",
+  "a purple triangle stays still on a white background",
+  "a white circle moves up on a purple background",
+  "a red square moves left on a green background",
 ]
 
 

@@ -394,15 +394,21 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
   made: list[str] = []
   last_teacher = None
   order = [m.group(1) for m in re.finditer(r"configs/toyworld/(\w+)\.yaml", script)]
-  assert order[:2] == ["vae", "teacher"] and order[-1].startswith("streaming_long"), order
+  assert order[:3] == ["vae", "vae_decoder", "teacher"] and order[-1].startswith("streaming_long"), order
   shipped = re.search(r"assemble --dit \"\$RUN/(\w+)/export\"", script).group(1)
   assert (
     f"runs/toyworld/{shipped}" == yaml.safe_load((REPO / f"configs/toyworld/{order[-1]}.yaml").read_text())["run_dir"]
   ), f"train_all.sh ships {shipped}, not the last stage it trains ({order[-1]})"
+  # the shipped model decodes with the fine-tuned decoder, whose encoder (and so every latent) is the vae step's
+  vae, decoder = (yaml.safe_load((REPO / f"configs/toyworld/{n}.yaml").read_text()) for n in order[:2])
+  shipped_vae = re.search(r"assemble [^\n]*--vae \"\$RUN/(\w+)/export\"", script).group(1)
+  assert f"runs/toyworld/{shipped_vae}" == decoder["run_dir"], f"train_all.sh ships the VAE of {shipped_vae}"
+  assert decoder["options"]["init"] == vae["run_dir"] + "/export" and decoder["options"]["freeze_encoder"] is True
   for name in order:
     cfg = yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text())
     wanted = [cfg.get("model", {}).get("checkpoint")]
     wanted += [(cfg.get("options") or {}).get(k, {}).get("checkpoint") for k in ("teacher", "critic")]
+    wanted += [(cfg.get("options") or {}).get("init")]
     for path in filter(None, wanted):
       assert (
         path in made or path.replace("runs/toyworld", "$RUN") in script.split(f"configs/toyworld/{name}.yaml")[0]
@@ -431,7 +437,7 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
   n = {k: int(m.group(1)) for k, m in frames.items()}
   opts = {
     name: yaml.safe_load((REPO / f"configs/toyworld/{name}.yaml").read_text()).get("options") or {}
-    for name in order[2:]
+    for name in order[3:]
   }
   n["self_forcing"] = opts["self_forcing"]["num_training_frames"]
   n.update({k: o["streaming_chunk_size"] for k, o in opts.items() if "streaming_chunk_size" in o})

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy-world model from scratch with the project's own CLI, stage by stage:
-#   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> data -> bidirectional teacher on
+#   text encoder (pretrained on the grammar) -> VAE (4x in space and time) -> its decoder fine-tuned on noisy
+#   latents (the encoder frozen; the shipped model decodes with it) -> data -> bidirectional teacher on
 #   centred clips -> the teacher fine-tuned on clips that start anywhere -> then on clips that are windows of
 #   longer videos (two runs) -> its ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1) -> streaming long tuning
 #   with switches and recache (Stage 2) -> Stage 2's second phase -> whole-model checkpoint. Every student stage
@@ -30,6 +31,9 @@ step() {  # step NAME COMMAND...: runs COMMAND unless it finished before ($RUN/d
 
 step text $LL toyworld text --out longlive_jax/toyworld/text_encoder.npz
 step vae $LL train configs/toyworld/vae.yaml
+# The decoder fine-tuned on noisy latents (the vae_decoder config says why): the encoder and its statistics stay
+# step 1's, so the latents below and every model trained on them do not depend on it; only the assembly uses it.
+step vae-decoder $LL train configs/toyworld/vae_decoder.yaml
 step latents $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9.npz" --num 4000 \
   --latent-frames 9 --centre-fraction 0.7 --seed 11
 # The teacher in one run on 9-latent clips, 70% starting near the centre (configs/toyworld/teacher.yaml says why).
@@ -60,10 +64,10 @@ import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2"):
+for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long_2/export" --vae "$RUN/vae/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_2/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
