@@ -48,7 +48,7 @@ def eval_tables(res: dict) -> str:
     if r is not None:
       acc = " | ".join(pct(r["accuracy"][a]) for a in ATTRS)
       out.append(
-        f"| shipped model | {key.split('/')[1]} ({r['videos']}) | {what} | {acc} | "
+        f"| shipped model (that DiT, the decoder fine-tuned on noisy latents) | {key.split('/')[1]} ({r['videos']}) | {what} | {acc} | "
         f"{r['quality_first']:.3f} / {r['quality_last']:.3f} |"
       )
   text = "\n".join(out)
