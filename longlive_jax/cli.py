@@ -6,7 +6,7 @@ Subcommands:
   parity    run the golden reference cases and report max abs errors
   generate  stream one prompt's video latents block by block
   interactive  stream with prompt switches (jsonl script or live stdin) and KV-recache
-  train     train a stage (vae, teacher, ode-init, self-forcing, streaming-long) from a YAML config
+  train     train a stage (vae, teacher, ode-init, forced, self-forcing, streaming-long) from a YAML config
   toyworld  the toy world: data preparation, ODE pairs, model assembly, ground-truth rendering
   serve     the studio: steer a live video from a web page
 """

@@ -30,7 +30,7 @@ class TrainError(ConfigError):
 def add_train(subparsers) -> argparse.ArgumentParser:
   p = subparsers.add_parser(
     "train",
-    help="train a stage (teacher, ode-init, self-forcing, streaming-long) from a YAML config",
+    help="train a stage (vae, teacher, ode-init, forced, self-forcing, streaming-long) from a YAML config",
     description=(
       "Train (or resume) one stage from a YAML config (see configs/README.md). Overrides use dotted keys, "
       "e.g. optim.lr=1e-5 mesh.fsdp=4 checkpoint.interval=100; values are YAML scalars, type-checked."

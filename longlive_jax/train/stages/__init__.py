@@ -50,6 +50,7 @@ def lazy(module: str) -> Callable[[Any], Any]:
 STAGES: dict[str, Callable[[Any], Any]] = {
   "teacher": teacher.make_stage,
   "ode-init": lazy("ode_init"),
+  "forced": lazy("forced"),
   "self-forcing": lazy("self_forcing"),
   "streaming-long": lazy("streaming_long"),
   "vae": lazy("vae"),

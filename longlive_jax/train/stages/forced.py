@@ -1,0 +1,192 @@
+"""Teacher-forced block denoising: the causal generator continues true clips from a clean cache.
+
+At inference every block is generated from noise with the clean, committed past in the KV cache. ODE init never
+shows the generator a clean past (every block's context is the teacher trajectory's own noisy earlier blocks),
+and the DMD stages judge whole windows by distribution, which tolerates a generator whose blocks do not quite
+continue the one before: the toy world's students place each new block about one latent frame ahead of where
+the cached past says the object is (measured by ``experiments/toyworld/forced_student.py``), so objects jump at
+every block boundary. This stage supervises exactly that step on encoded true clips:
+
+  * one forward over ``[clean z (F frames) ; noisy block inputs (F frames)]``, both at RoPE positions
+    ``0 .. F - 1``: the clean half at ``t = 0`` attends block-causally to the clean half (what the commit pass
+    writes into the cache), the noisy half's block ``b`` attends to the clean frames of the blocks before it (the
+    cache: the sink frames and the frames of the attention window) and to its own noisy frames;
+  * block ``b``'s noisy input is ``(1 - sigma) z + sigma eps`` at one of the generator's few-step timesteps
+    (LongLive's ``[1000, 750, 500, 250]`` warped with shift 5), drawn per block;
+  * loss: mean squared error of the x0 estimate to ``z`` over the noisy blocks; ``skip_first_blocks`` leave out
+    blocks without enough past to fix the object's position (block 0 has none: its target would be the blur of
+    every start position, and DMD already made block 0 sharp).
+
+In this deterministic world the past fixes the next block, so the regression target is sharp. The export is the
+generator (EMA when enabled), like the other generator stages. Data ``video_latents`` records: ``latents``
+``[F, H, W, C]`` (normalised, e.g. ``longlive-jax toyworld latents``) and ``text_embedding`` ``[L, D]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from longlive_jax import schedule
+from longlive_jax.train.stages.dmd import stage_options
+from longlive_jax.train.stages.ode_init import ODEInitStage
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Options:
+  """``options:`` of the forced stage.
+
+  Attributes:
+    num_frame_per_block: frames per causal block (3).
+    sink_size: frames at the start that every block keeps seeing (LongLive's frame sink; 0 for none).
+    local_attn_size: the attention window in frames, the sink and the block itself included (-1: every earlier
+      frame): :class:`~longlive_jax.stream.cache.StreamSpec`'s ``window_frames``, so a block sees the sink, the
+      ``local_attn_size - sink_size - num_frame_per_block`` frames before it and itself, as in the KV cache.
+    denoising_step_list, timestep_shift: the generator's few-step schedule; each block's input is drawn at one
+      of its warped timesteps.
+    skip_first_blocks: blocks at the start of each clip left out of the loss (they still serve as the past).
+  """
+
+  num_frame_per_block: int = 3
+  sink_size: int = 0
+  local_attn_size: int = -1
+  denoising_step_list: tuple[int, ...] = (1000, 750, 500, 250)
+  timestep_shift: float = 5.0
+  skip_first_blocks: int = 1
+
+  def __post_init__(self):
+    if self.num_frame_per_block < 1:
+      raise ValueError(f"options.num_frame_per_block: must be >= 1, got {self.num_frame_per_block}")
+    if self.skip_first_blocks < 0 or self.sink_size < 0:
+      raise ValueError("options.skip_first_blocks and options.sink_size: must be >= 0")
+    if self.local_attn_size != -1 and self.local_attn_size <= self.sink_size + self.num_frame_per_block:
+      raise ValueError(
+        f"options.local_attn_size: -1 or more than sink_size + num_frame_per_block "
+        f"({self.sink_size + self.num_frame_per_block}), got {self.local_attn_size}"
+      )
+
+  def timesteps(self) -> np.ndarray:
+    return schedule.warped_steps(self.denoising_step_list, shift=self.timestep_shift)[0]
+
+  def sigmas(self) -> np.ndarray:
+    return schedule.warped_steps(self.denoising_step_list, shift=self.timestep_shift)[1]
+
+
+def forced_mask(*, num_frames: int, block_frames: int, tokens_per_frame: int, sink: int = 0, window: int = -1) -> Array:
+  """bool ``[2S, 2S]`` (``S = num_frames * tokens_per_frame``) over ``[clean ; noisy]`` tokens.
+
+  Clean frame ``i`` sees clean frame ``j`` iff ``j``'s block is not after ``i``'s and ``j`` is in what a block
+  reads from the cache (a sink frame, or one of the ``window - sink - block`` frames before ``i``'s block, as
+  :class:`~longlive_jax.stream.cache.StreamSpec`'s ring) or in ``i``'s block: the commit pass.
+  Noisy frame ``i`` sees clean frame ``j`` iff ``j``'s block is before ``i``'s (and in the sink or window), and
+  noisy frame ``j`` iff it is in ``i``'s block: a denoising step against the cache. Clean never sees noisy.
+  """
+  frame = jnp.arange(num_frames * tokens_per_frame) // tokens_per_frame  # [S] frame of each token
+  blk = frame // block_frames  # [S]
+  end = (blk + 1) * block_frames  # [S] end (exclusive) of each token's block
+  in_cache = jnp.ones((frame.size, frame.size), bool)
+  if window > 0:
+    in_cache = (frame[None, :] >= end[:, None] - window + sink) | (frame[None, :] < sink)  # [S, S]
+  clean_clean = (blk[None, :] <= blk[:, None]) & in_cache
+  noisy_clean = (blk[None, :] < blk[:, None]) & in_cache
+  noisy_noisy = blk[None, :] == blk[:, None]
+  top = jnp.concatenate([clean_clean, jnp.zeros_like(clean_clean)], axis=1)  # clean queries [S, 2S]
+  bottom = jnp.concatenate([noisy_clean, noisy_noisy], axis=1)  # noisy queries [S, 2S]
+  return jnp.concatenate([top, bottom], axis=0)
+
+
+class ForcedStage(ODEInitStage):
+  """See the module docstring. ``data = "video_latents"``; batches ``{"latents", "cond"}``."""
+
+  name = "forced"
+  data = "video_latents"
+
+  def __init__(self, opts: Options, cfg):
+    super().__init__(opts, cfg)
+    self.sigma_t = opts.sigmas()
+
+  def loss(self, params, latents: Array, cond: Array, key: Array) -> tuple[Array, dict]:
+    """Forced-denoising loss of one batch; each block's timestep and noise drawn from ``key``."""
+    o = self.opts
+    b, f = latents.shape[:2]
+    k_idx, k_eps = jax.random.split(key)
+    idx = jax.random.randint(k_idx, (b, f // o.num_frame_per_block), 0, self.step_t.shape[0])  # [B, blocks]
+    idx = jnp.repeat(idx, o.num_frame_per_block, axis=1)  # [B, F]
+    return self.loss_at(params, latents, cond, idx, jax.random.normal(k_eps, latents.shape, latents.dtype))
+
+  def loss_at(self, params, latents: Array, cond: Array, idx: Array, eps: Array) -> tuple[Array, dict]:
+    """The loss with frame ``f`` of sample ``b`` noised to step ``idx [B, F]`` with ``eps`` (like ``latents``)."""
+    o, cfg = self.opts, self.net.cfg
+    b, f, h, w, _ = latents.shape
+    t = jnp.asarray(self.step_t)[idx]  # [B, F]
+    sig = jnp.asarray(self.sigma_t)[idx][..., None, None, None]  # [B, F, 1, 1, 1]
+    x_t = (1.0 - sig) * latents + sig * eps  # [B, F, H, W, C]
+    _, ph, pw = cfg.patch_size
+    mask = forced_mask(
+      num_frames=f,
+      block_frames=o.num_frame_per_block,
+      tokens_per_frame=(h // ph) * (w // pw),
+      sink=o.sink_size,
+      window=o.local_attn_size,
+    )
+    model = nnx.merge(self.graphdef, params)
+    ck, cv = model.cross_kv(cond)
+    pos = jnp.arange(f, dtype=jnp.int32)
+    flow, _, _ = model.forward_tokens(
+      jnp.concatenate([latents, x_t], axis=1),  # [B, 2F, H, W, C]: clean then noisy
+      jnp.concatenate([jnp.zeros_like(t), t], axis=1),  # [B, 2F]
+      cross_k=ck,
+      cross_v=cv,
+      frame_pos=jnp.concatenate([pos, pos]),
+      key_mask=mask[None],
+    )
+    x0 = schedule.flow_to_x0(flow[:, f:], x_t, t, shift=o.timestep_shift)  # [B, F, H, W, C] noisy half
+    err = jnp.mean(jnp.square(x0 - latents), axis=(2, 3, 4))  # [B, F]
+    keep = (jnp.arange(f) >= o.skip_first_blocks * o.num_frame_per_block).astype(err.dtype)  # [F]
+    loss = jnp.sum(err * keep) / (b * jnp.maximum(jnp.sum(keep), 1.0))
+    return loss, {"timestep_mean": jnp.mean(t)}
+
+  def step(self, state, batch):
+    return super().step(state, {"trajectory": batch["latents"], "cond": batch["cond"]})
+
+  def make_batch(self, records, *, encode_text: Callable | None = None) -> dict[str, Any]:
+    """``{"latents" [B, F, H, W, C], "cond" [B, text_len, text_dim]}`` float32 from ``video_latents`` records."""
+    del encode_text  # the records store the caption embeddings
+    cfg, o = self.net.cfg, self.opts
+    if not records:
+      raise ValueError("forced stage: empty batch")
+    lat = np.stack([np.asarray(r["latents"], np.float32) for r in records])  # [B, F, H, W, C]
+    cond = np.stack([np.asarray(r["text_embedding"], np.float32) for r in records])  # [B, L, D]
+    src = records[0].get("file", "?")
+    _, ph, pw = cfg.patch_size
+    f = lat.shape[1] if lat.ndim == 5 else 0
+    if (
+      lat.ndim != 5
+      or f % o.num_frame_per_block
+      or f <= o.skip_first_blocks * o.num_frame_per_block
+      or lat.shape[-1] != cfg.in_dim
+      or lat.shape[2] % ph
+      or lat.shape[3] % pw
+    ):
+      raise ValueError(
+        f"forced stage: latents of {src} have shape {lat.shape[1:]}; need [F, H, W, {cfg.in_dim}] with F a multiple "
+        f"of {o.num_frame_per_block} and more than {o.skip_first_blocks} block(s), H/W divisible by {ph}x{pw}"
+      )
+    if cond.shape[1:] != (cfg.text_len, cfg.text_dim):
+      raise ValueError(
+        f"forced stage: text_embedding of {src} has shape {cond.shape[1:]}; need [{cfg.text_len}, {cfg.text_dim}]"
+      )
+    return {"latents": lat, "cond": cond}
+
+
+def make_stage(cfg) -> ForcedStage:
+  """The forced stage of a :class:`~longlive_jax.train.config.TrainConfig` (registry entry)."""
+  return ForcedStage(stage_options(Options, cfg), cfg)

@@ -1,0 +1,124 @@
+"""The forced stage (train/stages/forced.py): teacher-forced block denoising equals the streaming engine.
+
+Its one forward over ``[clean ; noisy]`` must give every block exactly the x0 estimate that inference computes
+for that block from a KV cache into which the true earlier blocks were committed (sink, ring window and all),
+or the stage trains something other than the step the generator takes when it streams.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from longlive_jax import schedule
+from longlive_jax.model.params import model_from_params
+from longlive_jax.sharding import MeshConfig, make_mesh
+from longlive_jax.stream import engine
+from longlive_jax.stream.cache import StreamSpec, init_cache
+from longlive_jax.train.config import config_from_dict
+from longlive_jax.train.inputs import hash_text_encoder
+from longlive_jax.train.stages import get_stage
+from longlive_jax.train.stages.forced import forced_mask
+
+ENC = hash_text_encoder(text_len=16, text_dim=32)
+FAST = {"xla_backend_optimization_level": 0}
+F, H, W, C = 12, 4, 4, 16  # 4 blocks of 3: with sink 3 and window 9 the last block no longer sees frames 3-5
+
+
+def _stage(options, **top):
+  cfg = config_from_dict(
+    {"stage": "forced", "run_dir": "/tmp/unused", "steps": 3, "model": {"preset": "tiny"}, "options": options} | top
+  )
+  return get_stage("forced")(cfg)
+
+
+def _records(n=2, seed=0):
+  rng = np.random.default_rng(seed)
+  emb = ENC(["a", "b", "c"][:n])
+  return [
+    {"latents": rng.standard_normal((F, H, W, C)).astype(np.float32), "text_embedding": np.asarray(emb[i])}
+    for i in range(n)
+  ]
+
+
+def test_forced_mask_reads_the_cache_a_streamed_block_reads():
+  m = np.asarray(forced_mask(num_frames=12, block_frames=3, tokens_per_frame=1, sink=3, window=9))
+  s = 12
+  # noisy frame 9 (block 3): the sink 0-2 and the ring's 3 frames 6-8 of the clean half, its own block's noisy frames
+  assert m[s + 9, :s].tolist() == [True] * 3 + [False] * 3 + [True] * 3 + [False] * 3
+  assert m[s + 9, s:].tolist() == [False] * 9 + [True] * 3
+  # clean frame 9 (the commit pass of block 3): the same cache, then its own clean block; never a noisy frame
+  assert m[9, :s].tolist() == [True] * 3 + [False] * 3 + [True] * 6
+  assert not m[:s, s:].any()
+  # block 0's noisy frames see no clean frame at all (there is no past)
+  assert not m[s : s + 3, :s].any()
+
+
+@pytest.mark.parametrize("options", [{"sink_size": 3, "local_attn_size": 9}, {}])
+def test_forced_x0_equals_streaming_from_a_cache_of_the_true_past(options):
+  stage = _stage(options, optim={"lr": 1e-3})
+  batch = stage.make_batch(_records())
+  state = stage.init(jax.random.PRNGKey(0), mesh=make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))
+  lat, cond = jnp.asarray(batch["latents"]), jnp.asarray(batch["cond"])
+  idx = jnp.asarray(np.repeat(np.array([[0, 1, 2, 3], [3, 2, 1, 0]]), 3, axis=1))  # [B, F]: every step at every block
+  eps = jax.random.normal(jax.random.key(5), lat.shape)
+  model = model_from_params(stage.model_config, state.params)
+
+  o = stage.opts
+  ts, sig = schedule.warped_steps(o.denoising_step_list, shift=o.timestep_shift)
+  t = jnp.asarray(ts)[idx]
+  x_t = (1 - jnp.asarray(sig)[idx][..., None, None, None]) * lat + jnp.asarray(sig)[idx][..., None, None, None] * eps
+
+  # reference: the streaming engine, committing the true blocks into the cache one by one
+  window = options.get("local_attn_size", F + 3)
+  spec = StreamSpec(block_frames=3, sink_frames=options.get("sink_size", 0), window_frames=window, tokens_per_frame=4)
+  cfg = stage.model_config
+  cache = init_cache(spec, num_layers=cfg.num_layers, batch=2, num_heads=cfg.num_heads, head_dim=cfg.head_dim)
+  cross = model.cross_kv(cond)
+  ref = []
+  for b in range(F // 3):
+    sl = slice(3 * b, 3 * b + 3)
+    sig_b = jnp.asarray(sig)[idx[:, 3 * b]][:, None, None, None, None]  # [B, 1, 1, 1, 1]
+    flow, _, _ = engine.call(model, cache, spec, x_t[:, sl], t[:, sl], cross)
+    ref.append(x_t[:, sl] - sig_b * flow)
+    cache = engine.commit(model, cache, lat[:, sl], cross=cross, spec=spec)
+  ref = jnp.concatenate(ref, axis=1)  # [B, F, H, W, C]
+
+  # the stage's loss equals the mean squared error of that reference, blocks 1.. (skip_first_blocks = 1)
+  loss, _ = jax.jit(stage.loss_at, compiler_options=FAST)(state.params, lat, cond, idx, eps)
+  want = float(jnp.mean(jnp.square(ref[:, 3:] - lat[:, 3:])))
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)
+  # with no block skipped, block 0 (denoised with an empty cache) counts too
+  stage_all = _stage(options | {"skip_first_blocks": 0}, optim={"lr": 1e-3})
+  loss_all, _ = jax.jit(stage_all.loss_at, compiler_options=FAST)(state.params, lat, cond, idx, eps)
+  np.testing.assert_allclose(float(loss_all), float(jnp.mean(jnp.square(ref - lat))), rtol=1e-4)
+
+
+def test_forced_steps_train_and_export():
+  stage = _stage({"sink_size": 3, "local_attn_size": 9}, optim={"lr": 1e-3})
+  batch = stage.make_batch(_records())
+  state = stage.init(jax.random.PRNGKey(0), mesh=make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))
+  step = jax.jit(stage.step, compiler_options=FAST)
+  old = state
+  state, m = step(state, batch)
+  assert np.isfinite(float(m["loss"]))
+  diff = max(
+    float(jnp.max(jnp.abs(a - b)))
+    for a, b in zip(jax.tree.leaves(old.params), jax.tree.leaves(state.params), strict=True)
+  )
+  assert diff > 1e-5
+  model_from_params(stage.model_config, stage.export(state))
+
+
+def test_forced_options_and_records_are_checked():
+  with pytest.raises(Exception, match="local_attn_size"):
+    _stage({"sink_size": 3, "local_attn_size": 6})
+  stage = _stage({})
+  bad = [{"latents": r["latents"][:4], "text_embedding": r["text_embedding"]} for r in _records()]
+  with pytest.raises(ValueError, match=r"latents of .* shape \(4, 4, 4, 16\)"):
+    stage.make_batch(bad)
+  short = [{"latents": r["latents"][:3], "text_embedding": r["text_embedding"]} for r in _records()]
+  with pytest.raises(ValueError, match="more than 1 block"):
+    stage.make_batch(short)
