@@ -36,7 +36,6 @@ STAGES = {
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
   "streaming_long_2": "streaming_long_2/export",
-  "forced": "forced/export",  # teacher-forced block denoising from streaming_long_2 (the shipped DiT)
 }
 TEACHERS = ("teacher", "teacher_uniform", "teacher_windows")  # bidirectional: judged at their clip length only
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)

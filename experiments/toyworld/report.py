@@ -19,8 +19,7 @@ STAGE_NAMES = {
   "ode_init": "ODE init (4 steps, causal)",
   "self_forcing": "Stage 1: Self-Forcing DMD",
   "streaming_long": "Stage 2: streaming long tuning",
-  "streaming_long_2": "Stage 2, second phase",
-  "forced": "teacher-forced block denoising (the shipped DiT)",
+  "streaming_long_2": "Stage 2, second phase (the shipped DiT)",
 }
 
 
