@@ -4,7 +4,8 @@
 # truth, and free-running objects jump at every block boundary. configs/toyworld/forced.yaml fine-tunes it on
 # exactly that streamed step (train/stages/forced.py). Each model (the shipped DiT = base, the forced export) is
 # assembled with the shipped decoder and judged on the evidence table's 100 seen prompts and 54 held-out combinations
-# (10-s videos) and on the validation set (prompt seed 777, noise seed 20000); forced_student.py measures the jump.
+# (10-s videos) and on the validation set (prompt seed 777, noise seed 20000); forced_student.py measures the jump;
+# ablations.py's switch/recache row (100 prompt switches) measures what the fine-tune does to switches.
 # Steps are skipped when their output exists (trains resume). Untracked runs under runs/toyworld/forced_probe/;
 # results: experiments/results/toyworld_forced.json.
 #   bash experiments/toyworld/forced_tune.sh   (after train_all.sh)
@@ -29,6 +30,12 @@ for v in ${MODELS:-base forced forced_2000}; do
     --rows shipped/seen/10s,shipped/held_out/10s --out $E/eval_$v.json
   python experiments/toyworld/evaluate.py --run $RUN --model $E/model_$v --seen 100 --cache $E/val_cache_$v \
     --prompt-seed 777 --noise-seed 20000 --rows shipped/seen/10s --out $E/val_$v.json
+  [ -e $E/switch_$v.json ] || [ $v = forced_2000 ] || python experiments/toyworld/ablations.py --model $E/model_$v \
+    --rows switch/recache --cache $E/abl_$v --out $E/switch_$v.json --plots $E/plots_$v --no-train  # 100 switches
+done
+for st in ode_init self_forcing streaming_long; do  # the jump along the chain (the probe only)
+  [ -e $E/probe_stage_$st.json ] || python experiments/toyworld/forced_student.py --dit $RUN/$st/export --vae $VAE \
+    --free --out $E/probe_stage_$st.json
 done
 python - "$E" ${MODELS:-base forced forced_2000} <<'PY'
 import json, sys
@@ -48,11 +55,21 @@ for v in models:
   d = {"seen": row(res["shipped/seen/10s"]), "heldout": row(res["shipped/held_out/10s"]),
        "val": row(json.load(open(f"{e}/val_{v}.json"))["shipped/seen/10s"]),
        "probe": json.load(open(f"{e}/probe_{v}.json")), "bounce_probe": json.load(open(f"{e}/bounce_{v}.json"))}
+  try:
+    sw = json.load(open(f"{e}/switch_{v}.json"))["rows"]["switch/recache"]["splits"]["seen"]
+    d["switch"] = {k: sw[k] for k in ("accuracy", "switches", "adherence")}
+    print(f"{v:6s} switch", {a: round(100 * x, 1) for a, x in sw["accuracy"].items()}, sw["switches"][0],
+          {b: round(100 * x["changed"], 1) for b, x in sw["adherence"].items()})
+  except FileNotFoundError:
+    pass
   out["rows"][v] = d
   for k in ("seen", "heldout", "val"):
     print(f"{v:6s} {k:7s}", {a: round(100 * x, 1) for a, x in d[k]["accuracy"].items()},
           {a: round(100 * x) for a, x in d[k]["per_label"].items()})
   print(f"{v:6s} probe", d["probe"].get("dynamics"), d["probe"]["rows"]["forced"]["shape"])
   print(f"{v:6s} bounces: forced {d['bounce_probe']['rows']['forced']['motion']}, free {d['bounce_probe']['rows']['free']['motion']}")
+out["stages"] = {st: json.load(open(f"{e}/probe_stage_{st}.json"))["dynamics"]
+                 for st in ("ode_init", "self_forcing", "streaming_long")}
+print("jump along the chain", out["stages"])
 json.dump(out, open("experiments/results/toyworld_forced.json", "w"), indent=1)
 PY
