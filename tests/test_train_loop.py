@@ -339,7 +339,7 @@ def test_config_overrides_and_errors(tmp_path):
     "options.frame_timestep_fraction=1.5": ["options.frame_timestep_fraction must be in [0, 1]", "got 1.5"],
     "optim.decay_start=100": ["decay_start and decay_steps go together", "decay_steps=0"],
     "optim.warmup_steps=-1": ["warmup_steps must be >= 0"],
-    "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long"],
+    "stage=nope": ["unknown stage 'nope'", "teacher, ode-init, self-forcing, streaming-long, forced, vae"],
     "bogus=1": ["unknown key bogus", "stage, run_dir"],
     "steps": ["key=value"],
     "attention=fast": ["attention must be one of", "auto, xla, chunked"],

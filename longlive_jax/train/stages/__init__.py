@@ -50,9 +50,9 @@ def lazy(module: str) -> Callable[[Any], Any]:
 STAGES: dict[str, Callable[[Any], Any]] = {
   "teacher": teacher.make_stage,
   "ode-init": lazy("ode_init"),
-  "forced": lazy("forced"),
   "self-forcing": lazy("self_forcing"),
   "streaming-long": lazy("streaming_long"),
+  "forced": lazy("forced"),
   "vae": lazy("vae"),
 }
 
