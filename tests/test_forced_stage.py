@@ -122,3 +122,6 @@ def test_forced_options_and_records_are_checked():
   short = [{"latents": r["latents"][:3], "text_embedding": r["text_embedding"]} for r in _records()]
   with pytest.raises(ValueError, match="more than 1 block"):
     stage.make_batch(short)
+  wide = [{"latents": r["latents"], "text_embedding": np.zeros((16, 8), np.float32)} for r in _records()]
+  with pytest.raises(ValueError, match=r"forced: text embedding of shape \(16, 8\), expected \[16, 32\]"):
+    stage.make_batch(wide)

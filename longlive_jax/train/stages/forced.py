@@ -19,7 +19,8 @@ every block boundary. This stage supervises exactly that step on encoded true cl
 
 In this deterministic world the past fixes the next block, so the regression target is sharp. The export is the
 generator (EMA when enabled), like the other generator stages. Data ``video_latents`` records: ``latents``
-``[F, H, W, C]`` (normalised, e.g. ``longlive-jax toyworld latents``) and ``text_embedding`` ``[L, D]``.
+``[F, H, W, C]`` (normalised, e.g. ``longlive-jax toyworld latents``) and ``text_embedding`` ``[L, D]`` (or a
+``prompt``, embedded by the data's text encoder, as the ode-init stage).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from longlive_jax import schedule
-from longlive_jax.train.stages.dmd import stage_options
+from longlive_jax.train.stages.dmd import stacked, stage_options
 from longlive_jax.train.stages.ode_init import ODEInitStage
 
 Array = jax.Array
@@ -159,13 +160,11 @@ class ForcedStage(ODEInitStage):
 
   def make_batch(self, records, *, encode_text: Callable | None = None) -> dict[str, Any]:
     """``{"latents" [B, F, H, W, C], "cond" [B, text_len, text_dim]}`` float32 from ``video_latents`` records."""
-    del encode_text  # the records store the caption embeddings
     cfg, o = self.net.cfg, self.opts
     if not records:
       raise ValueError("forced stage: empty batch")
-    lat = np.stack([np.asarray(r["latents"], np.float32) for r in records])  # [B, F, H, W, C]
-    cond = np.stack([np.asarray(r["text_embedding"], np.float32) for r in records])  # [B, L, D]
-    src = records[0].get("file", "?")
+    lat = np.stack([np.asarray(x, np.float32) for x in stacked(records, "latents")])  # [B, F, H, W, C]
+    src = records[0].get("file", "?") if isinstance(records, list) else "?"
     _, ph, pw = cfg.patch_size
     f = lat.shape[1] if lat.ndim == 5 else 0
     if (
@@ -180,11 +179,7 @@ class ForcedStage(ODEInitStage):
         f"forced stage: latents of {src} have shape {lat.shape[1:]}; need [F, H, W, {cfg.in_dim}] with F a multiple "
         f"of {o.num_frame_per_block} and more than {o.skip_first_blocks} block(s), H/W divisible by {ph}x{pw}"
       )
-    if cond.shape[1:] != (cfg.text_len, cfg.text_dim):
-      raise ValueError(
-        f"forced stage: text_embedding of {src} has shape {cond.shape[1:]}; need [{cfg.text_len}, {cfg.text_dim}]"
-      )
-    return {"latents": lat, "cond": cond}
+    return {"latents": lat, "cond": self.make_cond(records, encode_text=encode_text)}
 
 
 def make_stage(cfg) -> ForcedStage:

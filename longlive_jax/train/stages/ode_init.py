@@ -186,15 +186,22 @@ class ODEInitStage:
         f"ode-init: trajectory of shape {traj.shape[1:]}; expected [{k + 1}, F, H, W, {cfg.in_dim}] "
         f"({k} trajectory timesteps + the clean latent, F a multiple of {o.num_frame_per_block}, H/W of the patch)"
       )
+    return {"trajectory": traj, "cond": self.make_cond(records, encode_text=encode_text)}
+
+  def make_cond(self, records, *, encode_text: Callable | None = None) -> np.ndarray:
+    """float32 ``[B, text_len, text_dim]``: the records' ``text_embedding``, or their ``prompt`` via ``encode_text``."""
+    cfg = self.net.cfg
     if has_field(records, "text_embedding"):
       cond = np.stack([np.asarray(x, np.float32) for x in stacked(records, "text_embedding")])
     elif encode_text is not None:
       cond = np.asarray(encode_text(list(stacked(records, "prompt"))), np.float32)
     else:
-      raise ValueError("ode-init: records have no 'text_embedding'; pass encode_text to embed 'prompt'")
+      raise ValueError(f"{self.name}: records have no 'text_embedding'; pass encode_text to embed 'prompt'")
     if cond.shape[1:] != (cfg.text_len, cfg.text_dim):
-      raise ValueError(f"ode-init: text embedding of shape {cond.shape[1:]}, expected [{cfg.text_len}, {cfg.text_dim}]")
-    return {"trajectory": traj, "cond": cond}
+      raise ValueError(
+        f"{self.name}: text embedding of shape {cond.shape[1:]}, expected [{cfg.text_len}, {cfg.text_dim}]"
+      )
+    return cond
 
   def export(self, state: ODEState) -> dict:
     """Inference weights: the EMA when enabled, else the trained weights."""
