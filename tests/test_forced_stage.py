@@ -85,6 +85,8 @@ def test_forced_x0_equals_streaming_from_a_cache_of_the_true_past(options):
     ref.append(x_t[:, sl] - sig_b * flow)
     cache = engine.commit(model, cache, lat[:, sl], cross=cross, spec=spec)
   ref = jnp.concatenate(ref, axis=1)  # [B, F, H, W, C]
+  x0 = jax.jit(stage.denoised, compiler_options=FAST)(state.params, lat, cond, idx, eps)
+  np.testing.assert_allclose(np.asarray(x0), np.asarray(ref), atol=2e-5)
 
   # the stage's loss equals the mean squared error of that reference, blocks 1.. (skip_first_blocks = 1)
   loss, _ = jax.jit(stage.loss_at, compiler_options=FAST)(state.params, lat, cond, idx, eps)
@@ -125,3 +127,68 @@ def test_forced_options_and_records_are_checked():
   wide = [{"latents": r["latents"], "text_embedding": np.zeros((16, 8), np.float32)} for r in _records()]
   with pytest.raises(ValueError, match=r"forced: text embedding of shape \(16, 8\), expected \[16, 32\]"):
     stage.make_batch(wide)
+
+
+def test_forced_mask_with_a_switch_is_the_recache_pass():
+  m = np.asarray(forced_mask(num_frames=12, block_frames=3, tokens_per_frame=1, sink=3, window=7, switch=[0, 6, 9]))
+  plain = np.asarray(forced_mask(num_frames=12, block_frames=3, tokens_per_frame=1, sink=3, window=7))
+  np.testing.assert_array_equal(m[0], plain)  # no switch: the plain mask
+  # a switch at 6 <= window: the recache rewrites frames 0-5 in one unmasked pass
+  assert m[1, 1, :12].tolist() == [True] * 6 + [False] * 6
+  np.testing.assert_array_equal(m[1, 6:], plain[6:])  # later commits and every noisy query: unchanged
+  # at 9 > window: frames 5-8 (the last window - sink) see each other and the kept sink; the sink keeps its row
+  assert m[2, 5, :12].tolist() == [True] * 3 + [False] * 2 + [True] * 4 + [False] * 3
+  np.testing.assert_array_equal(m[2, :5], plain[:5])
+  assert not m[:, :12, 12:].any()
+
+
+@pytest.mark.parametrize(
+  ("window", "switch", "same_prompt"),
+  [(9, 6, False), (9, 9, False), (7, 9, True)],  # past the window only the kept sink's prompt differs: same prompt
+)
+def test_forced_switch_equals_streaming_with_a_recache(window, switch, same_prompt):
+  """A switch clip's loss is that of streaming its first blocks under the old prompt, recaching at the switch
+  under the new one (engine.recache) and denoising the later blocks from that cache."""
+  stage = _stage({"sink_size": 3, "local_attn_size": window}, optim={"lr": 1e-3})
+  rec = _records(1)[0]
+  old_emb = rec["text_embedding"] if same_prompt else np.asarray(ENC(["before"])[0])
+  batch = stage.make_batch([rec | {"switch_latent": np.int32(switch)}])
+  assert batch["switch"].tolist() == [switch]
+  state = stage.init(jax.random.PRNGKey(0), mesh=make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))
+  lat, cond = jnp.asarray(batch["latents"]), jnp.asarray(batch["cond"])
+  idx = jnp.asarray(np.repeat(np.array([[0, 1, 2, 3]]), 3, axis=1))  # [1, F]
+  eps = jax.random.normal(jax.random.key(5), lat.shape)
+  model = model_from_params(stage.model_config, state.params)
+  o = stage.opts
+  ts, sig = schedule.warped_steps(o.denoising_step_list, shift=o.timestep_shift)
+  t, s = jnp.asarray(ts)[idx], jnp.asarray(sig)[idx][..., None, None, None]
+  x_t = (1 - s) * lat + s * eps
+
+  spec = StreamSpec(block_frames=3, sink_frames=3, window_frames=window, tokens_per_frame=4)
+  cfg = stage.model_config
+  cache = init_cache(spec, num_layers=cfg.num_layers, batch=1, num_heads=cfg.num_heads, head_dim=cfg.head_dim)
+  old, new = model.cross_kv(jnp.asarray(old_emb)[None]), model.cross_kv(cond)
+  for b in range(switch // 3):  # the old prompt's blocks, committed
+    cache = engine.commit(model, cache, lat[:, 3 * b : 3 * b + 3], cross=old, spec=spec)
+  m = min(window, switch)
+  cache = engine.recache(model, cache, lat[:, switch - m : switch], cross=new, spec=spec, switch_frame=switch)
+  ref = []
+  for b in range(switch // 3, F // 3):
+    sl = slice(3 * b, 3 * b + 3)
+    flow, _, _ = engine.call(model, cache, spec, x_t[:, sl], t[:, sl], new)
+    ref.append(x_t[:, sl] - s[:, sl] * flow)
+    cache = engine.commit(model, cache, lat[:, sl], cross=new, spec=spec)
+  ref = jnp.concatenate(ref, axis=1)  # [1, F - switch, H, W, C]
+
+  sw = jnp.asarray(batch["switch"])
+  x0 = jax.jit(stage.denoised, compiler_options=FAST)(state.params, lat, cond, idx, eps, switch=sw)
+  np.testing.assert_allclose(np.asarray(x0[:, switch:]), np.asarray(ref), atol=2e-5)
+  loss, _ = jax.jit(stage.loss_at, compiler_options=FAST)(state.params, lat, cond, idx, eps, switch=sw)
+  np.testing.assert_allclose(float(loss), float(jnp.mean(jnp.square(ref - lat[:, switch:]))), rtol=1e-4)
+
+
+def test_forced_switch_records_are_checked():
+  stage = _stage({"sink_size": 3, "local_attn_size": 9})
+  for bad in (4, 12, -3):
+    with pytest.raises(ValueError, match=f"switch_latent {bad} .* multiple of 3 below the clip's 12 latents"):
+      stage.make_batch([r | {"switch_latent": np.int32(bad)} for r in _records()])

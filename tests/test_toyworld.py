@@ -249,6 +249,40 @@ def test_latents_record_centred_starts_and_the_centred_subset(tmp_path, monkeypa
   assert "old.npz has no 'centred' array" in err and "Traceback" not in err
 
 
+def test_latents_with_switches_at_block_boundaries(tmp_path, monkeypatch):
+  """``build_latents(switch_prob=...)``: a clip switches at a multiple of the block, ``switch_latent`` says where,
+  its text is the prompt it ends under (the forced stage's switch clips) and its frames are the switched world's."""
+  from longlive_jax.vae import stream
+
+  monkeypatch.setattr(stream, "encode", lambda vae, x: x[:, :, ::4, ::4, :])  # [b, T, h, w, 3]: a stand-in VAE
+  emb = lambda caps: np.asarray([[[len(c)]] for c in caps], np.float32)  # noqa: E731 [N, 1, 1]
+  kw = dict(vae=None, encode_text=emb, num=24, latent_frames=9, size=16, seed=5, caption_dropout=0.0, progress=False)
+  path = data.build_latents(tmp_path / "sw.npz", switch_prob=0.5, switch_block=3, **kw)
+  src = data.ClipSource(num_records=24, latent_frames=9, size=16, seed=5, switch_prob=0.5, switch_block=3)
+  with np.load(path) as z:
+    sw, prompt, before, lat, text = (
+      z["switch_latent"],
+      z["prompt"],
+      z["prompt_before"],
+      z["latents"],
+      z["text_embedding"],
+    )
+  assert set(sw.tolist()) == {0, 3, 6}
+  for i in range(24):
+    scene = src.scene(i)
+    assert sw[i] == {0: 0, 9: 3, 21: 6}[scene.segments[-1].start]  # video frame 4k - 3 starts latent k
+    assert prompt[i] == scene.segments[-1].attrs.caption and before[i] == scene.segments[0].attrs.caption
+    assert text[i, 0, 0] == len(prompt[i])
+    np.testing.assert_allclose(lat[i], render(scene, 33)[:, ::4, ::4] / 127.5 - 1.0, atol=1e-6)
+    if sw[i]:
+      assert scene.attrs_at(latent_to_video_frame(int(sw[i])) - 1) != scene.attrs_at(latent_to_video_frame(int(sw[i])))
+  plain = data.build_latents(tmp_path / "plain.npz", **kw)
+  with np.load(plain) as z:
+    assert "switch_latent" not in z.files and "prompt_before" not in z.files
+  with pytest.raises(ValueError, match="switch_block must be >= 1"):
+    data.sample_scene(np.random.default_rng(0), latent_frames=9, size=16, switch_prob=1.0, switch_block=0)
+
+
 def test_cli_latents_rejects_a_bad_fraction(capsys):
   from longlive_jax import cli
 
@@ -256,6 +290,9 @@ def test_cli_latents_rejects_a_bad_fraction(capsys):
     with pytest.raises(SystemExit) as e:
       cli.main(["toyworld", "latents", "--vae", "v", "--out", "o.npz", "--num", "2", flag, "1.5"])
     assert e.value.code == 2 and f"argument {flag}: expected a number in [0, 1], got 1.5" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    cli.main(["toyworld", "latents", "--vae", "v", "--out", "o.npz", "--num", "2", "--switch-block", "0"])
+  assert e.value.code == 2 and "argument --switch-block: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_text_encoder_vocabulary_and_determinism():

@@ -63,6 +63,15 @@ def add_toyworld(sub) -> None:
     default=0,
     help="the other clips are windows of a longer video: the world runs 0..N frames before each (default 0)",
   )
+  q.add_argument(
+    "--switch-prob",
+    type=_fraction,
+    default=0.0,
+    help="fraction of clips that switch prompts once (the forced stage's switch clips; default 0)",
+  )
+  q.add_argument(
+    "--switch-block", type=_positive, default=3, help="switches fall on multiples of N latents (default 3: a block)"
+  )
 
   q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
   q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
@@ -141,6 +150,14 @@ def _non_negative(text: str) -> int:
   return value
 
 
+def _positive(text: str) -> int:
+  """argparse type: an integer >= 1 (else argparse's usage error, exit 2)."""
+  value = _non_negative(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+  return value
+
+
 def cmd_toyworld(a) -> int:
   return {
     "text": _text,
@@ -178,6 +195,8 @@ def _latents(a) -> int:
     caption_dropout=a.caption_dropout,
     centre_fraction=a.centre_fraction,
     lead_in_frames=a.lead_in,
+    switch_prob=a.switch_prob,
+    switch_block=a.switch_block,
   )
   print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
   return 0

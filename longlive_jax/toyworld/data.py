@@ -7,8 +7,8 @@ loop's pipeline shards, shuffles and checkpoints it like a built dataset (:func:
 
 The other stages read ``.npz`` files of stacked records (``data.source: X.npz``):
 
-  * :func:`build_latents` (teacher): ``latents [N, F, h, w, C]`` encoded with a trained VAE and
-    ``text_embedding [N, L, D]``; a ``caption_dropout`` fraction of records get the empty prompt's
+  * :func:`build_latents` (teacher, forced stage): ``latents [N, F, h, w, C]`` encoded with a trained VAE and
+    ``text_embedding [N, L, D]`` (with prompt switches, also ``switch_latent`` and ``prompt_before``); a ``caption_dropout`` fraction of records get the empty prompt's
     embedding (the unconditional branch that classifier-free guidance needs), ``prompt`` records which,
     ``centred`` which clips start near the centre (:func:`select_centred` keeps those);
   * :func:`build_prompts` (ODE pairs, Self-Forcing): ``prompt [N]``;
@@ -46,16 +46,20 @@ def sample_scene(
   size: int,
   split: str = "train",
   switch_prob: float = 0.0,
+  switch_block: int = 1,
   start_spread: float | None = None,
   lead_in: int = 0,
 ) -> Scene:
-  """A random scene of ``split`` with at most one switch at a latent boundary (never at latent 0); its start
+  """A random scene of ``split`` with at most one switch at a latent boundary (never at latent 0; at a multiple
+  of ``switch_block`` latents, e.g. 3 for the generator's block boundaries, where LongLive switches); its start
   is uniform, or near the centre with ``start_spread``, ``lead_in`` frames before the clip (see
   :class:`~longlive_jax.toyworld.render.Scene`)."""
+  if switch_block < 1:
+    raise ValueError(f"switch_block must be >= 1 latent, got {switch_block}")
   attrs = grammar.sample_attributes(rng, split=split)
   segments = [Segment(start=0, attrs=attrs)]
-  if latent_frames > 2 and rng.random() < switch_prob:
-    at = int(rng.integers(1, latent_frames))
+  if latent_frames > max(2, switch_block) and rng.random() < switch_prob:
+    at = switch_block * int(rng.integers(1, (latent_frames - 1) // switch_block + 1))  # latent of the switch
     segments.append(Segment(start=latent_to_video_frame(at), attrs=grammar.sample_switch(rng, attrs, split=split)))
   return Scene(
     seed=int(rng.integers(2**31)), segments=tuple(segments), size=size, start_spread=start_spread, lead_in=lead_in
@@ -83,6 +87,7 @@ class ClipSource:
     size: int = 64,
     split: str = "train",
     switch_prob: float = 0.0,
+    switch_block: int = 1,
     seed: int = 0,
     centre_fraction: float = 0.0,
     centre_spread: float = CENTRE_SPREAD,
@@ -95,7 +100,7 @@ class ClipSource:
     if lead_in_frames < 0:
       raise ValueError(f"lead_in_frames must be >= 0, got {lead_in_frames}")
     self.num_records, self.latent_frames, self.size = num_records, latent_frames, size
-    self.split, self.switch_prob, self.seed = split, switch_prob, seed
+    self.split, self.switch_prob, self.switch_block, self.seed = split, switch_prob, switch_block, seed
     self.centre_fraction, self.centre_spread = centre_fraction, centre_spread
     self.lead_in_frames = lead_in_frames
 
@@ -117,7 +122,7 @@ class ClipSource:
     centred = self.centred(index)
     return sample_scene(
       rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob,
-      start_spread=self.centre_spread if centred else None, lead_in=self.lead_in(index),
+      switch_block=self.switch_block, start_spread=self.centre_spread if centred else None, lead_in=self.lead_in(index),
     )  # fmt: skip
 
   def __getitem__(self, index: int) -> dict[str, Any]:
@@ -156,12 +161,20 @@ def build_latents(
   caption_dropout: float = 0.1,
   centre_fraction: float = 0.0,
   lead_in_frames: int = 0,
+  switch_prob: float = 0.0,
+  switch_block: int = 1,
   batch: int = 8,
   progress: bool = True,
 ) -> Path:
-  """Encodes ``num`` rendered clips (no switches) with ``vae``; see the module docstring. A fraction
-  ``centre_fraction`` of the clips start near the centre (:data:`CENTRE_SPREAD`), the others anywhere (in time
-  too with ``lead_in_frames``: :class:`ClipSource`)."""
+  """Encodes ``num`` rendered clips with ``vae``; see the module docstring. A fraction ``centre_fraction`` of the
+  clips start near the centre (:data:`CENTRE_SPREAD`), the others anywhere (in time too with ``lead_in_frames``:
+  :class:`ClipSource`).
+
+  With ``switch_prob`` > 0 that fraction of the clips switch prompts once, at a multiple of ``switch_block``
+  latents (:func:`sample_scene`), and the records say so: ``switch_latent [N]`` int32 (the first latent under the
+  new prompt; 0: no switch), ``prompt`` / ``text_embedding`` of the prompt the clip ends under (what a KV-recache
+  re-encodes the past with) and ``prompt_before`` the one it starts under (the forced stage's switch clips).
+  Without switches the file is as before (no switch arrays; ``prompt`` is the clip's one prompt)."""
   import jax.numpy as jnp
   from tqdm.auto import tqdm
 
@@ -169,10 +182,17 @@ def build_latents(
 
   src = ClipSource(
     num_records=num, latent_frames=latent_frames, size=size, seed=seed, centre_fraction=centre_fraction,
-    lead_in_frames=lead_in_frames,
+    lead_in_frames=lead_in_frames, switch_prob=switch_prob, switch_block=switch_block,
   )  # fmt: skip
   drop = np.random.default_rng([seed, 3]).random(num) < caption_dropout
-  captions = [src.scene(i).segments[0].attrs.caption if not drop[i] else "" for i in range(num)]  # no render
+  scenes = [src.scene(i) for i in range(num)]  # no render
+  captions = [sc.segments[-1].attrs.caption if not drop[i] else "" for i, sc in enumerate(scenes)]
+  switches = {}
+  if switch_prob > 0:
+    switches = {
+      "prompt_before": np.asarray([sc.segments[0].attrs.caption if not drop[i] else "" for i, sc in enumerate(scenes)]),
+      "switch_latent": np.asarray([(sc.segments[-1].start + 3) // 4 for sc in scenes], np.int32),  # 4k - 3 -> k
+    }
   lat = []
   for s in tqdm(range(0, num, batch), desc="encode clips", unit="batch", disable=not progress):
     video = np.stack([src[i]["video"] for i in range(s, min(s + batch, num))])  # [b, T, H, W, 3]
@@ -187,6 +207,7 @@ def build_latents(
     prompt=np.asarray(captions),
     centred=centred,
     lead_in=np.asarray([src.lead_in(i) for i in range(num)], np.int32),
+    **switches,
   )
 
 

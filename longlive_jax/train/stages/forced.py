@@ -21,6 +21,17 @@ In this deterministic world the past fixes the next block, so the regression tar
 generator (EMA when enabled), like the other generator stages. Data ``video_latents`` records: ``latents``
 ``[F, H, W, C]`` (normalised, e.g. ``longlive-jax toyworld latents``) and ``text_embedding`` ``[L, D]`` (or a
 ``prompt``, embedded by the data's text encoder, as the ode-init stage).
+
+Prompt switches. A record may carry ``switch_latent`` ``S`` (a multiple of the block; 0: none): the clip's
+prompt changes at latent ``S`` while the world goes on, and its text is the prompt it ends under. At inference
+LongLive's KV-recache then re-encodes the cached past under the new prompt (:func:`~longlive_jax.stream.engine
+.recache`: one unmasked pass at ``t = 0`` over the last ``min(window, S)`` frames, plus the kept sink past the
+window) and every later block is generated and committed under it. So the whole clip is conditioned on the new
+prompt, the clean frames that the recache rewrites attend to each other (and the sink) without the block-causal
+mask, and only the blocks from ``S`` on are in the loss: a generator that only ever continued its past (clips
+without switches) learns to copy the past where the new prompt disagrees with it (measured: edited attributes
+right in 53% of the first blocks after a switch against the DMD student's 76%). Exact when ``S <= window``; past
+the window the kept sink frames are encoded under the new prompt here, the old one at inference.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from longlive_jax import schedule
-from longlive_jax.train.stages.dmd import stacked, stage_options
+from longlive_jax.train.stages.dmd import has_field, stacked, stage_options
 from longlive_jax.train.stages.ode_init import ODEInitStage
 
 Array = jax.Array
@@ -81,14 +92,27 @@ class Options:
     return schedule.warped_steps(self.denoising_step_list, shift=self.timestep_shift)[1]
 
 
-def forced_mask(*, num_frames: int, block_frames: int, tokens_per_frame: int, sink: int = 0, window: int = -1) -> Array:
-  """bool ``[2S, 2S]`` (``S = num_frames * tokens_per_frame``) over ``[clean ; noisy]`` tokens.
+def forced_mask(
+  *,
+  num_frames: int,
+  block_frames: int,
+  tokens_per_frame: int,
+  sink: int = 0,
+  window: int = -1,
+  switch: Array | None = None,
+) -> Array:
+  """bool ``[2S, 2S]`` (``S = num_frames * tokens_per_frame``) over ``[clean ; noisy]`` tokens; ``[B, 2S, 2S]``
+  with ``switch``.
 
   Clean frame ``i`` sees clean frame ``j`` iff ``j``'s block is not after ``i``'s and ``j`` is in what a block
   reads from the cache (a sink frame, or one of the ``window - sink - block`` frames before ``i``'s block, as
   :class:`~longlive_jax.stream.cache.StreamSpec`'s ring) or in ``i``'s block: the commit pass.
   Noisy frame ``i`` sees clean frame ``j`` iff ``j``'s block is before ``i``'s (and in the sink or window), and
   noisy frame ``j`` iff it is in ``i``'s block: a denoising step against the cache. Clean never sees noisy.
+
+  ``switch`` int ``[B]``: a KV-recache at frame ``s = switch[b]`` (0: none). The clean frames it rewrites,
+  ``[lo, s)`` with ``lo = 0`` if ``s <= window`` else ``s - window + sink``, see each other (and, past the window,
+  the kept sink) instead of their block-causal row: the recache's one unmasked pass.
   """
   frame = jnp.arange(num_frames * tokens_per_frame) // tokens_per_frame  # [S] frame of each token
   blk = frame // block_frames  # [S]
@@ -99,13 +123,23 @@ def forced_mask(*, num_frames: int, block_frames: int, tokens_per_frame: int, si
   clean_clean = (blk[None, :] <= blk[:, None]) & in_cache
   noisy_clean = (blk[None, :] < blk[:, None]) & in_cache
   noisy_noisy = blk[None, :] == blk[:, None]
-  top = jnp.concatenate([clean_clean, jnp.zeros_like(clean_clean)], axis=1)  # clean queries [S, 2S]
   bottom = jnp.concatenate([noisy_clean, noisy_noisy], axis=1)  # noisy queries [S, 2S]
-  return jnp.concatenate([top, bottom], axis=0)
+  if switch is None:
+    top = jnp.concatenate([clean_clean, jnp.zeros_like(clean_clean)], axis=1)  # clean queries [S, 2S]
+    return jnp.concatenate([top, bottom], axis=0)
+  sw = jnp.asarray(switch, jnp.int32)[:, None, None]  # [B, 1, 1]
+  past = (sw > window) if window > 0 else jnp.zeros_like(sw, bool)  # [B, 1, 1] the recache keeps the sink
+  lo = jnp.where(past, sw - window + sink, 0)  # [B, 1, 1] first frame it rewrites
+  fi, fj = frame[None, :, None], frame[None, None, :]  # [1, S, 1], [1, 1, S]
+  rewritten = (sw > 0) & (fi >= lo) & (fi < sw)  # [B, S, 1] clean queries of the recache pass
+  sees = ((fj >= lo) & (fj < sw)) | (past & (fj < sink))  # [B, 1, S]
+  clean = jnp.where(rewritten, sees, clean_clean[None])  # [B, S, S]
+  top = jnp.concatenate([clean, jnp.zeros_like(clean)], axis=2)  # [B, S, 2S]
+  return jnp.concatenate([top, jnp.broadcast_to(bottom[None], top.shape)], axis=1)  # [B, 2S, 2S]
 
 
 class ForcedStage(ODEInitStage):
-  """See the module docstring. ``data = "video_latents"``; batches ``{"latents", "cond"}``."""
+  """See the module docstring. ``data = "video_latents"``; batches ``{"latents", "cond", "switch"}``."""
 
   name = "forced"
   data = "video_latents"
@@ -114,19 +148,43 @@ class ForcedStage(ODEInitStage):
     super().__init__(opts, cfg)
     self.sigma_t = opts.sigmas()
 
-  def loss(self, params, latents: Array, cond: Array, key: Array) -> tuple[Array, dict]:
+  def batch_loss(self, params, batch, key: Array) -> tuple[Array, dict]:
+    latents = jnp.asarray(batch["latents"], jnp.float32)
+    switch = batch.get("switch")
+    return self.loss(params, latents, jnp.asarray(batch["cond"], jnp.float32), key, switch=switch)
+
+  def loss(self, params, latents: Array, cond: Array, key: Array, *, switch: Array | None = None) -> tuple[Array, dict]:
     """Forced-denoising loss of one batch; each block's timestep and noise drawn from ``key``."""
     o = self.opts
     b, f = latents.shape[:2]
     k_idx, k_eps = jax.random.split(key)
     idx = jax.random.randint(k_idx, (b, f // o.num_frame_per_block), 0, self.step_t.shape[0])  # [B, blocks]
     idx = jnp.repeat(idx, o.num_frame_per_block, axis=1)  # [B, F]
-    return self.loss_at(params, latents, cond, idx, jax.random.normal(k_eps, latents.shape, latents.dtype))
+    eps = jax.random.normal(k_eps, latents.shape, latents.dtype)
+    return self.loss_at(params, latents, cond, idx, eps, switch=switch)
 
-  def loss_at(self, params, latents: Array, cond: Array, idx: Array, eps: Array) -> tuple[Array, dict]:
-    """The loss with frame ``f`` of sample ``b`` noised to step ``idx [B, F]`` with ``eps`` (like ``latents``)."""
+  def loss_at(
+    self, params, latents: Array, cond: Array, idx: Array, eps: Array, *, switch: Array | None = None
+  ) -> tuple[Array, dict]:
+    """The loss with frame ``f`` of sample ``b`` noised to step ``idx [B, F]`` with ``eps`` (like ``latents``);
+    ``switch [B]``: each clip's switch latent (0: none; see the module docstring)."""
+    o = self.opts
+    b, f = latents.shape[:2]
+    x0 = self.denoised(params, latents, cond, idx, eps, switch=switch)  # [B, F, H, W, C]
+    err = jnp.mean(jnp.square(x0 - latents), axis=(2, 3, 4))  # [B, F]
+    first = jnp.full((b, 1), o.skip_first_blocks * o.num_frame_per_block, jnp.int32)  # [B, 1]
+    if switch is not None:
+      first = jnp.maximum(first, jnp.asarray(switch, jnp.int32)[:, None])  # blocks under the new prompt only
+    keep = (jnp.arange(f)[None, :] >= first).astype(err.dtype)  # [B, F]
+    loss = jnp.sum(err * keep) / jnp.maximum(jnp.sum(keep), 1.0)
+    return loss, {"timestep_mean": jnp.mean(jnp.asarray(self.step_t)[idx])}
+
+  def denoised(
+    self, params, latents: Array, cond: Array, idx: Array, eps: Array, *, switch: Array | None = None
+  ) -> Array:
+    """x0 ``[B, F, H, W, C]`` of every block denoised against its clean past, inputs as :meth:`loss_at`."""
     o, cfg = self.opts, self.net.cfg
-    b, f, h, w, _ = latents.shape
+    _, f, h, w, _ = latents.shape
     t = jnp.asarray(self.step_t)[idx]  # [B, F]
     sig = jnp.asarray(self.sigma_t)[idx][..., None, None, None]  # [B, F, 1, 1, 1]
     x_t = (1.0 - sig) * latents + sig * eps  # [B, F, H, W, C]
@@ -137,7 +195,9 @@ class ForcedStage(ODEInitStage):
       tokens_per_frame=(h // ph) * (w // pw),
       sink=o.sink_size,
       window=o.local_attn_size,
+      switch=switch,
     )
+    mask = mask if switch is not None else mask[None]  # [B or 1, 2S, 2S]
     model = nnx.merge(self.graphdef, params)
     ck, cv = model.cross_kv(cond)
     pos = jnp.arange(f, dtype=jnp.int32)
@@ -147,19 +207,13 @@ class ForcedStage(ODEInitStage):
       cross_k=ck,
       cross_v=cv,
       frame_pos=jnp.concatenate([pos, pos]),
-      key_mask=mask[None],
+      key_mask=mask,
     )
-    x0 = schedule.flow_to_x0(flow[:, f:], x_t, t, shift=o.timestep_shift)  # [B, F, H, W, C] noisy half
-    err = jnp.mean(jnp.square(x0 - latents), axis=(2, 3, 4))  # [B, F]
-    keep = (jnp.arange(f) >= o.skip_first_blocks * o.num_frame_per_block).astype(err.dtype)  # [F]
-    loss = jnp.sum(err * keep) / (b * jnp.maximum(jnp.sum(keep), 1.0))
-    return loss, {"timestep_mean": jnp.mean(t)}
-
-  def step(self, state, batch):
-    return super().step(state, {"trajectory": batch["latents"], "cond": batch["cond"]})
+    return schedule.flow_to_x0(flow[:, f:], x_t, t, shift=o.timestep_shift)  # [B, F, H, W, C] noisy half
 
   def make_batch(self, records, *, encode_text: Callable | None = None) -> dict[str, Any]:
-    """``{"latents" [B, F, H, W, C], "cond" [B, text_len, text_dim]}`` float32 from ``video_latents`` records."""
+    """``{"latents" [B, F, H, W, C], "cond" [B, text_len, text_dim]}`` float32 from ``video_latents`` records, and
+    ``"switch" [B]`` int32 when they carry ``switch_latent``."""
     cfg, o = self.net.cfg, self.opts
     if not records:
       raise ValueError("forced stage: empty batch")
@@ -179,7 +233,17 @@ class ForcedStage(ODEInitStage):
         f"forced stage: latents of {src} have shape {lat.shape[1:]}; need [F, H, W, {cfg.in_dim}] with F a multiple "
         f"of {o.num_frame_per_block} and more than {o.skip_first_blocks} block(s), H/W divisible by {ph}x{pw}"
       )
-    return {"latents": lat, "cond": self.make_cond(records, encode_text=encode_text)}
+    batch = {"latents": lat, "cond": self.make_cond(records, encode_text=encode_text)}
+    if has_field(records, "switch_latent"):
+      sw = np.asarray([int(x) for x in stacked(records, "switch_latent")], np.int32)  # [B]
+      bad = (sw < 0) | (sw >= f) | (sw % o.num_frame_per_block != 0)
+      if bad.any():
+        raise ValueError(
+          f"forced stage: switch_latent {int(sw[bad][0])} in {src}; need 0 (no switch) or a multiple of "
+          f"{o.num_frame_per_block} below the clip's {f} latents"
+        )
+      batch["switch"] = sw
+    return batch
 
 
 def make_stage(cfg) -> ForcedStage:

@@ -119,6 +119,11 @@ class ODEInitStage:
     )
     return place_state(state, mesh, min_size=self.min_shard_size)
 
+  def batch_loss(self, params, batch: Mapping[str, Array], key: Array) -> tuple[Array, dict]:
+    """The loss of one ``make_batch`` batch (what :meth:`step` differentiates; subclasses read other fields)."""
+    traj = jnp.asarray(batch["trajectory"], jnp.float32)
+    return self.loss(params, traj, jnp.asarray(batch["cond"], jnp.float32), key)
+
   def loss(self, params, trajectory: Array, cond: Array, key: Array) -> tuple[Array, dict]:
     """ODE-regression loss of one batch, trajectory points drawn per block from ``key``."""
     o = self.opts
@@ -148,9 +153,7 @@ class ODEInitStage:
   def step(self, state: ODEState, batch: Mapping[str, Array]) -> tuple[ODEState, dict]:
     key = jax.random.wrap_key_data(state.key)
     k_next, k_step = jax.random.split(key)
-    traj = jnp.asarray(batch["trajectory"], jnp.float32)
-    cond = jnp.asarray(batch["cond"], jnp.float32)
-    (loss, aux), grads = jax.value_and_grad(self.loss, has_aux=True)(state.params, traj, cond, k_step)
+    (loss, aux), grads = jax.value_and_grad(self.batch_loss, has_aux=True)(state.params, batch, k_step)
     params, opt_state, ema = apply(
       self.tx,
       grads,
