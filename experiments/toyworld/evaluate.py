@@ -5,7 +5,8 @@
 Rows: the bidirectional teachers (48 guided steps: the ceiling; ``teacher`` trained on centred clips,
 ``teacher_uniform`` fine-tuned from it on clips that start anywhere, ``teacher_windows`` fine-tuned from that on
 clips that are windows of longer videos, the one every student stage learns from), ODE init, Stage 1 (Self-Forcing
-DMD), Stage 2 (streaming long tuning) and Stage 2's second phase, each on
+DMD), Stage 2 (streaming long tuning), Stage 2's second phase, the forced stage on clips with switches and Stage 2's
+third phase (the shipped DiT), each on
 
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
@@ -36,6 +37,8 @@ STAGES = {
   "self_forcing": "self_forcing/export",
   "streaming_long": "streaming_long/export",
   "streaming_long_2": "streaming_long_2/export",
+  "forced_switch": "forced_switch/export",
+  "streaming_long_3": "streaming_long_3/export",
 }
 TEACHERS = ("teacher", "teacher_uniform", "teacher_windows")  # bidirectional: judged at their clip length only
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)

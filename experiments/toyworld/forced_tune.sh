@@ -22,9 +22,12 @@ mkdir -p $E
 [ -e $RUN/data/latents_f9_switch.npz ] || $LL toyworld latents --vae $RUN/vae/export --out $RUN/data/latents_f9_switch.npz \
   --num 4000 --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 14 --caption-dropout 0 --switch-prob 0.5
 [ -e $RUN/forced_switch/export/longlive_jax.json ] || $LL train configs/toyworld/forced_switch.yaml  # switch clips
+# then a short Stage 2 phase (DMD on its own rollouts with switches and the recache) from that export
+[ -e $RUN/forced_switch_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_2.yaml \
+  model.checkpoint=$RUN/forced_switch/export run_dir=$RUN/forced_switch_dmd steps=500
 declare -A DIT=([base]=$RUN/streaming_long_2/export [forced]=$RUN/forced/export [forced_2000]=$RUN/forced_2000/export
-  [forced_switch]=$RUN/forced_switch/export)
-for v in ${MODELS:-base forced forced_2000 forced_switch}; do
+  [forced_switch]=$RUN/forced_switch/export [forced_switch_dmd]=$RUN/forced_switch_dmd/export)
+for v in ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd}; do
   [ -e $E/model_$v/longlive_jax.json ] || $LL toyworld assemble --dit ${DIT[$v]} --vae $VAE --out $E/model_$v --overwrite
   [ -e $E/probe_$v.json ] || python experiments/toyworld/forced_student.py --dit ${DIT[$v]} --vae $VAE --free \
     --out $E/probe_$v.json
@@ -41,7 +44,7 @@ for st in ode_init self_forcing streaming_long; do  # the jump along the chain (
   [ -e $E/probe_stage_$st.json ] || python experiments/toyworld/forced_student.py --dit $RUN/$st/export --vae $VAE \
     --free --out $E/probe_stage_$st.json
 done
-python - "$E" ${MODELS:-base forced forced_2000 forced_switch} <<'PY'
+python - "$E" ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd} <<'PY'
 import json, sys
 sys.path.insert(0, "experiments/toyworld")
 from report import per_label

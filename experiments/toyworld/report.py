@@ -19,7 +19,9 @@ STAGE_NAMES = {
   "ode_init": "ODE init (4 steps, causal)",
   "self_forcing": "Stage 1: Self-Forcing DMD",
   "streaming_long": "Stage 2: streaming long tuning",
-  "streaming_long_2": "Stage 2, second phase (the shipped DiT)",
+  "streaming_long_2": "Stage 2, second phase",
+  "forced_switch": "forced stage: teacher-forced blocks, clips with and without switches",
+  "streaming_long_3": "Stage 2, third phase (the shipped DiT)",
 }
 
 

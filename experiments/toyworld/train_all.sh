@@ -4,7 +4,8 @@
 #   latents (the encoder frozen; the shipped model decodes with it) -> data -> bidirectional teacher on
 #   centred clips -> the teacher fine-tuned on clips that start anywhere -> then on clips that are windows of
 #   longer videos (two runs) -> its ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1) -> streaming long tuning
-#   with switches and recache (Stage 2) -> Stage 2's second phase -> whole-model checkpoint. Every student stage
+#   with switches and recache (Stage 2) -> Stage 2's second phase -> teacher-forced blocks on clips with and
+#   without switches (the forced stage) -> Stage 2's third phase -> whole-model checkpoint. Every student stage
 #   learns from the last teacher (step 2d).
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -59,15 +60,21 @@ step ode-init $LL train configs/toyworld/ode_init.yaml
 step self-forcing $LL train configs/toyworld/self_forcing.yaml
 step streaming-long $LL train configs/toyworld/streaming_long.yaml
 step streaming-long-2 $LL train configs/toyworld/streaming_long_2.yaml
+# Teacher-forced blocks (the forced stage) on window clips, half of them with a prompt switch at a block boundary:
+# removes the jump at block boundaries that the DMD stages put in; then a short third phase of Stage 2.
+step latents-switch $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/latents_f9_switch.npz" --num 4000 \
+  --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 14 --caption-dropout 0 --switch-prob 0.5
+step forced-switch $LL train configs/toyworld/forced_switch.yaml
+step streaming-long-3 $LL train configs/toyworld/streaming_long_3.yaml
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2"):
+for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2", "forced_switch", "streaming_long_3"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long_2/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_3/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
