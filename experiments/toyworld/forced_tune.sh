@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The block-boundary jump and the forced stage. The shipped DiT's blocks do not continue the clean past in its
+# The block-boundary jump and the forced stage. Stage 2's DiT's blocks do not continue the clean past in its
 # cache: streamed with the world's own past (forced_student.py), each block sits about one latent frame ahead of the
 # truth, and free-running objects jump at every block boundary. configs/toyworld/forced.yaml fine-tunes it on
-# exactly that streamed step (train/stages/forced.py). Each model (the shipped DiT = base, the forced export) is
+# exactly that streamed step (train/stages/forced.py). Each model (Stage 2's second phase = base, the others) is
 # assembled with the shipped decoder and judged on the evidence table's 100 seen prompts and 54 held-out combinations
 # (10-s videos) and on the validation set (prompt seed 777, noise seed 20000); forced_student.py measures the jump;
 # ablations.py's switch/recache row (100 prompt switches) measures what the fine-tune does to switches.
+# forced_switch.yaml trains the stage on clips half of which switch prompts (as after a KV-recache), and
+# forced_switch_dmd (streaming_long_3.yaml's run) is a short Stage 2 phase from it: train_all.sh's steps 7 and 8.
 # Steps are skipped when their output exists (trains resume). Untracked runs under runs/toyworld/forced_probe/;
 # results: experiments/results/toyworld_forced.json.
 #   bash experiments/toyworld/forced_tune.sh   (after train_all.sh)
@@ -49,8 +51,11 @@ import json, sys
 sys.path.insert(0, "experiments/toyworld")
 from report import per_label
 e, models = sys.argv[1], sys.argv[2:]
-out = {"what": "the shipped DiT (base) and configs/toyworld/forced.yaml's fine-tune of it (forced: 600 steps at "
-       "2e-5; forced_2000: 2000 steps at 5e-5), each decoded by "
+out = {"what": "the Stage 2 second phase's DiT (base: shipped until 2026-12-05) and the forced stage's fine-tunes of "
+       "it (forced: configs/toyworld/forced.yaml, 600 steps at 2e-5 on clips without switches; forced_2000: 2000 "
+       "steps at 5e-5; forced_switch: forced_switch.yaml, 600 steps at 2e-5 on clips half of which switch prompts; "
+       "forced_switch_dmd: 500 steps of Stage 2 from forced_switch, streaming_long_3.yaml, the shipped DiT since "
+       "2026-12-05), each decoded by "
        "the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; "
        "val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; "
        "bounce_probe: 24 bouncing clips)",
