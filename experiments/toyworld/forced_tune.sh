@@ -27,9 +27,15 @@ mkdir -p $E
 # then a short Stage 2 phase (DMD on its own rollouts with switches and the recache) from that export
 [ -e $RUN/forced_switch_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_2.yaml \
   model.checkpoint=$RUN/forced_switch/export run_dir=$RUN/forced_switch_dmd steps=500
+# the same two steps with the forced stage run longer (2000 steps at 5e-5, as forced_2000), then 500 of Stage 2
+[ -e $RUN/forced_switch_2000/export/longlive_jax.json ] || $LL train configs/toyworld/forced_switch.yaml steps=2000 \
+  optim.lr=5e-5 checkpoint.interval=250 run_dir=$RUN/forced_switch_2000
+[ -e $RUN/forced_switch_2000_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
+  model.checkpoint=$RUN/forced_switch_2000/export run_dir=$RUN/forced_switch_2000_dmd
 declare -A DIT=([base]=$RUN/streaming_long_2/export [forced]=$RUN/forced/export [forced_2000]=$RUN/forced_2000/export
-  [forced_switch]=$RUN/forced_switch/export [forced_switch_dmd]=$RUN/forced_switch_dmd/export)
-for v in ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd}; do
+  [forced_switch]=$RUN/forced_switch/export [forced_switch_dmd]=$RUN/forced_switch_dmd/export
+  [forced_switch_2000_dmd]=$RUN/forced_switch_2000_dmd/export)
+for v in ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd forced_switch_2000_dmd}; do
   [ -e $E/model_$v/longlive_jax.json ] || $LL toyworld assemble --dit ${DIT[$v]} --vae $VAE --out $E/model_$v --overwrite
   [ -e $E/probe_$v.json ] || python experiments/toyworld/forced_student.py --dit ${DIT[$v]} --vae $VAE --free \
     --out $E/probe_$v.json
@@ -46,7 +52,7 @@ for st in ode_init self_forcing streaming_long; do  # the jump along the chain (
   [ -e $E/probe_stage_$st.json ] || python experiments/toyworld/forced_student.py --dit $RUN/$st/export --vae $VAE \
     --free --out $E/probe_stage_$st.json
 done
-python - "$E" ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd} <<'PY'
+python - "$E" ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd forced_switch_2000_dmd} <<'PY'
 import json, sys
 sys.path.insert(0, "experiments/toyworld")
 from report import per_label
@@ -55,7 +61,8 @@ out = {"what": "the Stage 2 second phase's DiT (base: shipped until 2026-12-05) 
        "it (forced: configs/toyworld/forced.yaml, 600 steps at 2e-5 on clips without switches; forced_2000: 2000 "
        "steps at 5e-5; forced_switch: forced_switch.yaml, 600 steps at 2e-5 on clips half of which switch prompts; "
        "forced_switch_dmd: 500 steps of Stage 2 from forced_switch, streaming_long_3.yaml, the shipped DiT since "
-       "2026-12-05), each decoded by "
+       "2026-12-05; forced_switch_2000_dmd: the same from the switch-clip forced stage run 2000 steps at 5e-5), "
+       "each decoded by "
        "the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; "
        "val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; "
        "bounce_probe: 24 bouncing clips)",
