@@ -98,6 +98,56 @@ def test_forced_x0_equals_streaming_from_a_cache_of_the_true_past(options):
   np.testing.assert_allclose(float(loss_all), float(jnp.mean(jnp.square(ref - lat))), rtol=1e-4)
 
 
+def _stream_x0(stage, params, past, x_t, t, sig_idx, cond):
+  """x0 of every block streamed by the engine, committing ``past``'s blocks into the cache one by one."""
+  o, cfg = stage.opts, stage.model_config
+  model = model_from_params(cfg, params)
+  spec = StreamSpec(block_frames=3, sink_frames=o.sink_size, window_frames=o.local_attn_size, tokens_per_frame=4)
+  cache = init_cache(
+    spec, num_layers=cfg.num_layers, batch=past.shape[0], num_heads=cfg.num_heads, head_dim=cfg.head_dim
+  )
+  cross = model.cross_kv(cond)
+  sig = jnp.asarray(schedule.warped_steps(o.denoising_step_list, shift=o.timestep_shift)[1])
+  ref = []
+  for b in range(F // 3):
+    sl = slice(3 * b, 3 * b + 3)
+    flow, _, _ = engine.call(model, cache, spec, x_t[:, sl], t[:, sl], cross)
+    ref.append(x_t[:, sl] - sig[sig_idx[:, 3 * b]][:, None, None, None, None] * flow)
+    cache = engine.commit(model, cache, past[:, sl], cross=cross, spec=spec)
+  return jnp.concatenate(ref, axis=1)  # [B, F, H, W, C]
+
+
+def test_forced_self_context_is_a_cache_of_the_generators_own_blocks():
+  """``self_context``: the past in the cache is the generator's own x0 of each block (from the true clip noised to
+  the last step), the target stays the true clip."""
+  stage = _stage({"sink_size": 3, "local_attn_size": 9, "self_context": 1.0}, optim={"lr": 1e-3})
+  batch = stage.make_batch(_records())
+  state = stage.init(jax.random.PRNGKey(0), mesh=make_mesh(MeshConfig(data=1), devices=jax.devices()[:1]))
+  lat, cond = jnp.asarray(batch["latents"]), jnp.asarray(batch["cond"])
+  o = stage.opts
+  ts, sig = schedule.warped_steps(o.denoising_step_list, shift=o.timestep_shift)
+  key = jax.random.key(3)
+  # the draws of ForcedStage.loss
+  k_idx, k_eps = jax.random.split(key)
+  idx = jnp.repeat(jax.random.randint(k_idx, (2, F // 3), 0, len(ts)), 3, axis=1)  # [B, F]
+  eps = jax.random.normal(k_eps, lat.shape)
+  k_ctx, _ = jax.random.split(jax.random.fold_in(key, 1))
+  last = jnp.full_like(idx, len(ts) - 1)
+  eps_ctx = jax.random.normal(k_ctx, lat.shape)
+  # the reference, with the engine: the estimate streams from a cache of the true past; the loss's blocks from a
+  # cache of the estimate
+  s = lambda i: jnp.asarray(sig)[i][..., None, None, None]  # noqa: E731
+  est = _stream_x0(stage, state.params, lat, (1 - s(last)) * lat + s(last) * eps_ctx, jnp.asarray(ts)[last], last, cond)
+  ref = _stream_x0(stage, state.params, est, (1 - s(idx)) * lat + s(idx) * eps, jnp.asarray(ts)[idx], idx, cond)
+  assert float(jnp.max(jnp.abs(est - lat))) > 0.1  # the estimate is not the truth, so the test can tell them apart
+  loss, _ = jax.jit(stage.loss, compiler_options=FAST)(state.params, lat, cond, key)
+  np.testing.assert_allclose(float(loss), float(jnp.mean(jnp.square(ref[:, 3:] - lat[:, 3:]))), rtol=1e-4)
+  truth = _stream_x0(stage, state.params, lat, (1 - s(idx)) * lat + s(idx) * eps, jnp.asarray(ts)[idx], idx, cond)
+  assert abs(float(loss) - float(jnp.mean(jnp.square(truth[:, 3:] - lat[:, 3:])))) > 1e-3 * float(loss)
+  with pytest.raises(Exception, match="self_context"):
+    _stage({"self_context": 1.5})
+
+
 def test_forced_steps_train_and_export():
   stage = _stage({"sink_size": 3, "local_attn_size": 9}, optim={"lr": 1e-3})
   batch = stage.make_batch(_records())

@@ -141,6 +141,32 @@ def test_held_out_split():
       assert not grammar.is_held_out(seg.attrs)
 
 
+def test_motion_weights_oversample_a_motion_within_the_split():
+  from collections import Counter
+
+  draw = lambda w, n=3000, split="train": Counter(  # noqa: E731
+    grammar.sample_attributes(rng, split=split, motion_weights=w).motion for _ in range(n)
+  )
+  rng = np.random.default_rng(0)
+  twice = draw({"bounces": 2})
+  assert 1.7 < twice["bounces"] / np.mean([twice[m] for m in grammar.MOTIONS if m != "bounces"]) < 2.3
+  assert draw({"bounces": 0})["bounces"] == 0 and set(draw({"stays still": 0}, 500)) == set(grammar.MOTIONS) - {
+    "stays still"
+  }
+  rng = np.random.default_rng(0)
+  held = [grammar.sample_attributes(rng, split="held_out", motion_weights={"bounces": 5}) for _ in range(300)]
+  assert all(grammar.is_held_out(a) for a in held)
+  a, b = np.random.default_rng(1), np.random.default_rng(1)
+  assert [grammar.sample_attributes(a) for _ in range(5)] == [
+    grammar.sample_attributes(b, motion_weights=None) for _ in range(5)
+  ]  # no weights: the uniform draw and its random stream as before, so older data files are reproduced
+  src = data.ClipSource(num_records=400, latent_frames=3, motion_weights={"bounces": 3})
+  n = sum(src.scene(i).segments[0].attrs.motion == "bounces" for i in range(400))
+  assert 0.3 < n / 400 < 0.45  # 3 / 8
+  with pytest.raises(ValueError, match="motion_weights"):
+    grammar.sample_attributes(rng, motion_weights={"bounce": 2})
+
+
 def test_clip_source_is_deterministic():
   src = data.ClipSource(num_records=10, latent_frames=3, switch_prob=0.5, seed=4)
   r1, r2 = src[3], data.ClipSource(num_records=10, latent_frames=3, switch_prob=0.5, seed=4)[3]
@@ -293,6 +319,10 @@ def test_cli_latents_rejects_a_bad_fraction(capsys):
   with pytest.raises(SystemExit) as e:
     cli.main(["toyworld", "latents", "--vae", "v", "--out", "o.npz", "--num", "2", "--switch-block", "0"])
   assert e.value.code == 2 and "argument --switch-block: expected an integer >= 1, got 0" in capsys.readouterr().err
+  with pytest.raises(SystemExit) as e:
+    cli.main(["toyworld", "latents", "--vae", "v", "--out", "o.npz", "--num", "2", "--motion-weight", "bounce=2"])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and "argument --motion-weight: expected MOTION=W" in err and "'bounces'" in err
 
 
 def test_text_encoder_vocabulary_and_determinism():

@@ -72,6 +72,14 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--switch-block", type=_positive, default=3, help="switches fall on multiples of N latents (default 3: a block)"
   )
+  q.add_argument(
+    "--motion-weight",
+    type=_motion_weight,
+    action="append",
+    default=[],
+    metavar="MOTION=W",
+    help="draw clips of MOTION W times as often as the others (repeatable; e.g. 'bounces=2')",
+  )
 
   q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
   q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
@@ -158,6 +166,22 @@ def _positive(text: str) -> int:
   return value
 
 
+def _motion_weight(text: str) -> tuple[str, float]:
+  """argparse type: ``MOTION=W`` with a motion of the grammar and a weight >= 0."""
+  from longlive_jax.toyworld.grammar import MOTIONS
+
+  motion, sep, weight = text.rpartition("=")
+  try:
+    value = float(weight)
+  except ValueError:
+    value = -1.0
+  if not sep or motion not in MOTIONS or not value >= 0:
+    raise argparse.ArgumentTypeError(
+      f"expected MOTION=W with MOTION one of {', '.join(repr(m) for m in MOTIONS)} and W >= 0, got {text!r}"
+    )
+  return motion, value
+
+
 def cmd_toyworld(a) -> int:
   return {
     "text": _text,
@@ -197,6 +221,7 @@ def _latents(a) -> int:
     lead_in_frames=a.lead_in,
     switch_prob=a.switch_prob,
     switch_block=a.switch_block,
+    motion_weights=dict(a.motion_weight) or None,
   )
   print(f"wrote {out}: {a.num} clips of {a.latent_frames} latent frames")
   return 0

@@ -18,6 +18,7 @@ The other stages read ``.npz`` files of stacked records (``data.source: X.npz``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,16 @@ def sample_scene(
   switch_block: int = 1,
   start_spread: float | None = None,
   lead_in: int = 0,
+  motion_weights: Mapping[str, float] | None = None,
 ) -> Scene:
   """A random scene of ``split`` with at most one switch at a latent boundary (never at latent 0; at a multiple
   of ``switch_block`` latents, e.g. 3 for the generator's block boundaries, where LongLive switches); its start
   is uniform, or near the centre with ``start_spread``, ``lead_in`` frames before the clip (see
-  :class:`~longlive_jax.toyworld.render.Scene`)."""
+  :class:`~longlive_jax.toyworld.render.Scene`); ``motion_weights`` weights the first prompt's motion
+  (:func:`~longlive_jax.toyworld.grammar.sample_attributes`)."""
   if switch_block < 1:
     raise ValueError(f"switch_block must be >= 1 latent, got {switch_block}")
-  attrs = grammar.sample_attributes(rng, split=split)
+  attrs = grammar.sample_attributes(rng, split=split, motion_weights=motion_weights)
   segments = [Segment(start=0, attrs=attrs)]
   if latent_frames > max(2, switch_block) and rng.random() < switch_prob:
     at = switch_block * int(rng.integers(1, (latent_frames - 1) // switch_block + 1))  # latent of the switch
@@ -92,6 +95,7 @@ class ClipSource:
     centre_fraction: float = 0.0,
     centre_spread: float = CENTRE_SPREAD,
     lead_in_frames: int = 0,
+    motion_weights: Mapping[str, float] | None = None,
   ):
     if num_records < 1 or latent_frames < 1:
       raise ValueError(f"ClipSource needs num_records >= 1 and latent_frames >= 1, got {num_records}, {latent_frames}")
@@ -103,6 +107,7 @@ class ClipSource:
     self.split, self.switch_prob, self.switch_block, self.seed = split, switch_prob, switch_block, seed
     self.centre_fraction, self.centre_spread = centre_fraction, centre_spread
     self.lead_in_frames = lead_in_frames
+    self.motion_weights = dict(motion_weights) if motion_weights else None
 
   def __len__(self) -> int:
     return self.num_records
@@ -123,6 +128,7 @@ class ClipSource:
     return sample_scene(
       rng, latent_frames=self.latent_frames, size=self.size, split=self.split, switch_prob=self.switch_prob,
       switch_block=self.switch_block, start_spread=self.centre_spread if centred else None, lead_in=self.lead_in(index),
+      motion_weights=self.motion_weights,
     )  # fmt: skip
 
   def __getitem__(self, index: int) -> dict[str, Any]:
@@ -163,6 +169,7 @@ def build_latents(
   lead_in_frames: int = 0,
   switch_prob: float = 0.0,
   switch_block: int = 1,
+  motion_weights: Mapping[str, float] | None = None,
   batch: int = 8,
   progress: bool = True,
 ) -> Path:
@@ -174,7 +181,8 @@ def build_latents(
   latents (:func:`sample_scene`), and the records say so: ``switch_latent [N]`` int32 (the first latent under the
   new prompt; 0: no switch), ``prompt`` / ``text_embedding`` of the prompt the clip ends under (what a KV-recache
   re-encodes the past with) and ``prompt_before`` the one it starts under (the forced stage's switch clips).
-  Without switches the file is as before (no switch arrays; ``prompt`` is the clip's one prompt)."""
+  Without switches the file is as before (no switch arrays; ``prompt`` is the clip's one prompt).
+  ``motion_weights`` oversamples motions (:func:`sample_scene`)."""
   import jax.numpy as jnp
   from tqdm.auto import tqdm
 
@@ -183,6 +191,7 @@ def build_latents(
   src = ClipSource(
     num_records=num, latent_frames=latent_frames, size=size, seed=seed, centre_fraction=centre_fraction,
     lead_in_frames=lead_in_frames, switch_prob=switch_prob, switch_block=switch_block,
+    motion_weights=motion_weights,
   )  # fmt: skip
   drop = np.random.default_rng([seed, 3]).random(num) < caption_dropout
   scenes = [src.scene(i) for i in range(num)]  # no render

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -151,10 +152,24 @@ def parse(prompt: str) -> Attributes:
   return Attributes(colour=colour, shape=shape, motion=motion, background=background)
 
 
-def sample_attributes(rng: np.random.Generator, *, split: str = "train") -> Attributes:
-  """A uniformly drawn combination of ``split`` (see :func:`split_combinations`)."""
+def sample_attributes(
+  rng: np.random.Generator, *, split: str = "train", motion_weights: Mapping[str, float] | None = None
+) -> Attributes:
+  """A uniformly drawn combination of ``split`` (see :func:`split_combinations`).
+
+  ``motion_weights`` (e.g. ``{"bounces": 2}``) draws each combination with its motion's weight (1 for a motion not
+  named) instead: oversampling the motion a model finds hardest. ``None`` keeps the uniform draw (and its random
+  stream) unchanged."""
   combos = _SPLITS[split]
-  return combos[int(rng.integers(len(combos)))]
+  if not motion_weights:
+    return combos[int(rng.integers(len(combos)))]
+  bad = [m for m in motion_weights if m not in MOTIONS]
+  if bad or any(not w >= 0 for w in motion_weights.values()):
+    raise ValueError(f"motion_weights: need motions of {', '.join(MOTIONS)} with weights >= 0, got {motion_weights}")
+  w = np.asarray([float(motion_weights.get(a.motion, 1.0)) for a in combos])  # [combos]
+  if w.sum() <= 0:
+    raise ValueError(f"motion_weights: every combination of split {split!r} has weight 0")
+  return combos[int(rng.choice(len(combos), p=w / w.sum()))]
 
 
 def sample_switch(rng: np.random.Generator, attrs: Attributes, *, split: str = "train") -> Attributes:

@@ -65,6 +65,12 @@ class Options:
     denoising_step_list, timestep_shift: the generator's few-step schedule; each block's input is drawn at one
       of its warped timesteps.
     skip_first_blocks: blocks at the start of each clip left out of the loss (they still serve as the past).
+    self_context: the fraction of blocks whose clean past is the generator's own estimate instead of the true
+      clip (scheduled sampling; 0: always the truth). At inference the cache holds what the generator drew, never
+      the truth; trained only on true pasts, a generator can continue a motion it reads from a true past (the
+      toy world's bouncing objects) and lose it from its own. The estimate is the generator's x0 of each block
+      from the true clip noised to the last few-step timestep (the sampler's last step, given a perfect
+      earlier one), detached, with the true past before it.
   """
 
   num_frame_per_block: int = 3
@@ -73,10 +79,13 @@ class Options:
   denoising_step_list: tuple[int, ...] = (1000, 750, 500, 250)
   timestep_shift: float = 5.0
   skip_first_blocks: int = 1
+  self_context: float = 0.0
 
   def __post_init__(self):
     if self.num_frame_per_block < 1:
       raise ValueError(f"options.num_frame_per_block: must be >= 1, got {self.num_frame_per_block}")
+    if not 0.0 <= self.self_context <= 1.0:
+      raise ValueError(f"options.self_context: must be in [0, 1], got {self.self_context}")
     if self.skip_first_blocks < 0 or self.sink_size < 0:
       raise ValueError("options.skip_first_blocks and options.sink_size: must be >= 0")
     if self.local_attn_size != -1 and self.local_attn_size <= self.sink_size + self.num_frame_per_block:
@@ -161,16 +170,33 @@ class ForcedStage(ODEInitStage):
     idx = jax.random.randint(k_idx, (b, f // o.num_frame_per_block), 0, self.step_t.shape[0])  # [B, blocks]
     idx = jnp.repeat(idx, o.num_frame_per_block, axis=1)  # [B, F]
     eps = jax.random.normal(k_eps, latents.shape, latents.dtype)
-    return self.loss_at(params, latents, cond, idx, eps, switch=switch)
+    context = None
+    if o.self_context > 0:
+      k_ctx, k_pick = jax.random.split(jax.random.fold_in(key, 1))
+      last = jnp.full_like(idx, self.step_t.shape[0] - 1)  # [B, F] the sampler's last step
+      est = self.denoised(params, latents, cond, last, jax.random.normal(k_ctx, latents.shape), switch=switch)
+      pick = jax.random.bernoulli(k_pick, o.self_context, (b, f // o.num_frame_per_block))  # [B, blocks]
+      pick = jnp.repeat(pick, o.num_frame_per_block, axis=1)[..., None, None, None]  # [B, F, 1, 1, 1]
+      context = jnp.where(pick, jax.lax.stop_gradient(est), latents)  # [B, F, H, W, C]
+    return self.loss_at(params, latents, cond, idx, eps, switch=switch, context=context)
 
   def loss_at(
-    self, params, latents: Array, cond: Array, idx: Array, eps: Array, *, switch: Array | None = None
+    self,
+    params,
+    latents: Array,
+    cond: Array,
+    idx: Array,
+    eps: Array,
+    *,
+    switch: Array | None = None,
+    context: Array | None = None,
   ) -> tuple[Array, dict]:
     """The loss with frame ``f`` of sample ``b`` noised to step ``idx [B, F]`` with ``eps`` (like ``latents``);
-    ``switch [B]``: each clip's switch latent (0: none; see the module docstring)."""
+    ``switch [B]``: each clip's switch latent (0: none; see the module docstring); ``context``: the clean past
+    (like ``latents``; default: ``latents``, see ``Options.self_context``). The target is always ``latents``."""
     o = self.opts
     b, f = latents.shape[:2]
-    x0 = self.denoised(params, latents, cond, idx, eps, switch=switch)  # [B, F, H, W, C]
+    x0 = self.denoised(params, latents, cond, idx, eps, switch=switch, context=context)  # [B, F, H, W, C]
     err = jnp.mean(jnp.square(x0 - latents), axis=(2, 3, 4))  # [B, F]
     first = jnp.full((b, 1), o.skip_first_blocks * o.num_frame_per_block, jnp.int32)  # [B, 1]
     if switch is not None:
@@ -180,9 +206,18 @@ class ForcedStage(ODEInitStage):
     return loss, {"timestep_mean": jnp.mean(jnp.asarray(self.step_t)[idx])}
 
   def denoised(
-    self, params, latents: Array, cond: Array, idx: Array, eps: Array, *, switch: Array | None = None
+    self,
+    params,
+    latents: Array,
+    cond: Array,
+    idx: Array,
+    eps: Array,
+    *,
+    switch: Array | None = None,
+    context: Array | None = None,
   ) -> Array:
-    """x0 ``[B, F, H, W, C]`` of every block denoised against its clean past, inputs as :meth:`loss_at`."""
+    """x0 ``[B, F, H, W, C]`` of every block denoised against its clean past (``context``, default ``latents``),
+    inputs as :meth:`loss_at`."""
     o, cfg = self.opts, self.net.cfg
     _, f, h, w, _ = latents.shape
     t = jnp.asarray(self.step_t)[idx]  # [B, F]
@@ -202,7 +237,7 @@ class ForcedStage(ODEInitStage):
     ck, cv = model.cross_kv(cond)
     pos = jnp.arange(f, dtype=jnp.int32)
     flow, _, _ = model.forward_tokens(
-      jnp.concatenate([latents, x_t], axis=1),  # [B, 2F, H, W, C]: clean then noisy
+      jnp.concatenate([latents if context is None else context, x_t], axis=1),  # [B, 2F, H, W, C]: clean, noisy
       jnp.concatenate([jnp.zeros_like(t), t], axis=1),  # [B, 2F]
       cross_k=ck,
       cross_v=cv,
