@@ -36,59 +36,15 @@ declare -A DIT=([base]=$RUN/streaming_long_2/export [forced]=$RUN/forced/export 
   [forced_switch]=$RUN/forced_switch/export [forced_switch_dmd]=$RUN/forced_switch_dmd/export
   [forced_switch_2000_dmd]=$RUN/forced_switch_2000_dmd/export)
 for v in ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd forced_switch_2000_dmd}; do
-  [ -e $E/model_$v/longlive_jax.json ] || $LL toyworld assemble --dit ${DIT[$v]} --vae $VAE --out $E/model_$v --overwrite
-  [ -e $E/probe_$v.json ] || python experiments/toyworld/forced_student.py --dit ${DIT[$v]} --vae $VAE --free \
-    --out $E/probe_$v.json
-  [ -e $E/bounce_$v.json ] || python experiments/toyworld/forced_student.py --dit ${DIT[$v]} --vae $VAE --free \
-    --clips 24 --motion bounces --out $E/bounce_$v.json  # bouncing clips only
-  python experiments/toyworld/evaluate.py --run $RUN --model $E/model_$v --seen 100 --cache $E/cache_$v \
-    --rows shipped/seen/10s,shipped/held_out/10s --out $E/eval_$v.json
-  python experiments/toyworld/evaluate.py --run $RUN --model $E/model_$v --seen 100 --cache $E/val_cache_$v \
-    --prompt-seed 777 --noise-seed 20000 --rows shipped/seen/10s --out $E/val_$v.json
-  [ -e $E/switch_$v.json ] || [ $v = forced_2000 ] || python experiments/toyworld/ablations.py --model $E/model_$v \
-    --rows switch/recache --cache $E/abl_$v --out $E/switch_$v.json --plots $E/plots_$v --no-train  # 100 switches
+  [ $v = forced_2000 ] && export NO_SWITCH=1 || export NO_SWITCH=0
+  bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 for st in ode_init self_forcing streaming_long; do  # the jump along the chain (the probe only)
   [ -e $E/probe_stage_$st.json ] || python experiments/toyworld/forced_student.py --dit $RUN/$st/export --vae $VAE \
     --free --out $E/probe_stage_$st.json
 done
-python - "$E" ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd forced_switch_2000_dmd} <<'PY'
-import json, sys
-sys.path.insert(0, "experiments/toyworld")
-from report import per_label
-e, models = sys.argv[1], sys.argv[2:]
-out = {"what": "the Stage 2 second phase's DiT (base: shipped until 2026-12-05) and the forced stage's fine-tunes of "
-       "it (forced: configs/toyworld/forced.yaml, 600 steps at 2e-5 on clips without switches; forced_2000: 2000 "
-       "steps at 5e-5; forced_switch: forced_switch.yaml, 600 steps at 2e-5 on clips half of which switch prompts; "
-       "forced_switch_dmd: 500 steps of Stage 2 from forced_switch, streaming_long_3.yaml, the shipped DiT since "
-       "2026-12-05; forced_switch_2000_dmd: the same from the switch-clip forced stage run 2000 steps at 5e-5), "
-       "each decoded by "
-       "the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; "
-       "val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; "
-       "bounce_probe: 24 bouncing clips)",
-       "command": "bash experiments/toyworld/forced_tune.sh", "rows": {}}
-def row(r):
-  return {"accuracy": r["accuracy"], "per_label": per_label(r), "videos": r["videos"]}
-for v in models:
-  res = json.load(open(f"{e}/eval_{v}.json"))
-  d = {"seen": row(res["shipped/seen/10s"]), "heldout": row(res["shipped/held_out/10s"]),
-       "val": row(json.load(open(f"{e}/val_{v}.json"))["shipped/seen/10s"]),
-       "probe": json.load(open(f"{e}/probe_{v}.json")), "bounce_probe": json.load(open(f"{e}/bounce_{v}.json"))}
-  try:
-    sw = json.load(open(f"{e}/switch_{v}.json"))["rows"]["switch/recache"]["splits"]["seen"]
-    d["switch"] = {k: sw[k] for k in ("accuracy", "switches", "adherence")}
-    print(f"{v:6s} switch", {a: round(100 * x, 1) for a, x in sw["accuracy"].items()}, sw["switches"][0],
-          {b: round(100 * x["changed"], 1) for b, x in sw["adherence"].items()})
-  except FileNotFoundError:
-    pass
-  out["rows"][v] = d
-  for k in ("seen", "heldout", "val"):
-    print(f"{v:6s} {k:7s}", {a: round(100 * x, 1) for a, x in d[k]["accuracy"].items()},
-          {a: round(100 * x) for a, x in d[k]["per_label"].items()})
-  print(f"{v:6s} probe", d["probe"].get("dynamics"), d["probe"]["rows"]["forced"]["shape"])
-  print(f"{v:6s} bounces: forced {d['bounce_probe']['rows']['forced']['motion']}, free {d['bounce_probe']['rows']['free']['motion']}")
-out["stages"] = {st: json.load(open(f"{e}/probe_stage_{st}.json"))["dynamics"]
-                 for st in ("ode_init", "self_forcing", "streaming_long")}
-print("jump along the chain", out["stages"])
-json.dump(out, open("experiments/results/toyworld_forced.json", "w"), indent=1)
-PY
+python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_forced.json \
+  "the Stage 2 second phase's DiT (base: shipped until 2026-12-05) and the forced stage's fine-tunes of it (forced: configs/toyworld/forced.yaml, 600 steps at 2e-5 on clips without switches; forced_2000: 2000 steps at 5e-5; forced_switch: forced_switch.yaml, 600 steps at 2e-5 on clips half of which switch prompts; forced_switch_dmd: 500 steps of Stage 2 from forced_switch, streaming_long_3.yaml, the shipped DiT since 2026-12-05; forced_switch_2000_dmd: the same from the switch-clip forced stage run 2000 steps at 5e-5), each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips)" \
+  "bash experiments/toyworld/forced_tune.sh" \
+  ${MODELS:-base forced forced_2000 forced_switch forced_switch_dmd forced_switch_2000_dmd} \
+  --stages ode_init self_forcing streaming_long
