@@ -4,8 +4,9 @@
 # at the recipe's 4x4 patches a token is 16x16 px while a bouncing object moves 2 px per axis per latent frame.
 # This trains the teacher of step 2 from scratch twice on the same clips, seed and schedule: at 2x2 patches
 # (configs/toyworld/teacher_p2.yaml, 64 tokens per frame, half as wide) and as it is (teacher_p4.yaml, 16), for
-# STEPS steps each (default 2000 of the teacher's 10000-step schedule: 80 min for p2 here, 24 for p4), then compares their flow-matching loss step for step and judges both at 9 latents
-# (evaluate.py's teacher rows, 100 seen prompts; bounce_tracks.py --teacher: 40 bouncing 2-s samples).
+# STEPS steps each (default 2000 of the teacher's 10000-step schedule: 80 min for p2 here, 24 for p4), then
+# compares their flow-matching loss step for step and judges both at 9 latents (evaluate.py's teacher rows, 100
+# seen prompts; bounce_tracks.py --teacher: 40 bouncing 2-s samples).
 # Trains resume. Results: experiments/results/toyworld_token_grid.json.
 #   [STEPS=2000] bash experiments/toyworld/token_grid.sh   (after train_all.sh's latents step)
 set -euo pipefail
