@@ -77,3 +77,48 @@ def test_latent_noise_is_in_units_of_the_frozen_encoders_latent_std(tmp_path):
   np.testing.assert_allclose(stage._noise_scale(), [0.2, 1.2], rtol=1e-6)
   plain = VAEStage(vae_config=cfg, optim_config=OptimConfig(), options=Options(init=str(init), freeze_encoder=True))
   assert plain._noise_scale() is None
+
+
+def test_latent_scale_stretches_each_channel_about_the_mean_by_a_per_clip_factor():
+  b, f = 64, 3
+  mu = jax.random.normal(jax.random.key(4), (b, f, 6, 6, 2))  # [B, F, h, w, z]
+  video = jnp.zeros((b, 1 + 4 * (f - 1), 8, 8, 3))
+  mean = np.array([0.3, -1.0], np.float32)
+  vae = _StubVAE(mu)
+  _, _, mu_out, *_ = reconstruct(vae, video, jax.random.key(0), stretch=(mean, 0.5))
+  np.testing.assert_array_equal(np.asarray(mu_out), np.asarray(mu))  # the encoder's side is unchanged
+  z = np.asarray(jnp.concatenate(vae.decoded, axis=1))  # [B, F, h, w, z]
+  f0 = ((z - mean) / (np.asarray(mu) - mean))[:, 0, 0, 0]  # [B, z]: the factor read at one latent
+  # the same factor at every frame and position: z - mean = f0 (mu - mean) everywhere
+  np.testing.assert_allclose(z - mean, f0[:, None, None, None] * (np.asarray(mu) - mean), rtol=1e-4, atol=1e-4)
+  assert f0.min() >= 1.0 and f0.max() <= 1.5  # 1 + U(0, 1) * 0.5
+  assert (f0 > 1.4).sum() >= 5 and (f0 < 1.1).sum() >= 5  # spread over the whole range
+  assert abs(np.corrcoef(f0[:, 0], f0[:, 1])[0, 1]) < 0.4  # drawn per channel, not one factor per clip
+
+
+def test_latent_scale_options_are_checked_and_use_the_frozen_mean(tmp_path):
+  from flax import nnx
+
+  from longlive_jax import checkpoint
+  from longlive_jax.train.optim import OptimConfig
+  from longlive_jax.train.stages.vae import VAEStage
+  from longlive_jax.vae.config import VAEConfig
+  from longlive_jax.vae.model import abstract_vae
+
+  with pytest.raises(ValueError, match="latent_scale: needs options.freeze_encoder"):
+    Options(latent_scale=0.5)
+  with pytest.raises(ValueError, match="latent_scale: must be >= 0"):
+    Options(latent_scale=-0.1, init="x", freeze_encoder=True)
+  cfg = VAEConfig(dim=4, num_res_blocks=1, z_dim=2, latent_mean=(0.1, -0.2), latent_std=(0.5, 3.0))
+  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), nnx.to_pure_dict(nnx.state(abstract_vae(cfg), nnx.Param)))
+  init = checkpoint.save(tmp_path / "vae", components={"vae": (params, cfg.to_dict())}, meta={}, overwrite=True)
+  stage = VAEStage(
+    vae_config=cfg.replace(latent_mean=(0.0, 0.0)),  # the configured statistics are not the frozen encoder's
+    optim_config=OptimConfig(),
+    options=Options(init=str(init), freeze_encoder=True, latent_scale=0.4),
+  )
+  mean, s = stage._stretch()
+  np.testing.assert_allclose(mean, [0.1, -0.2], rtol=1e-6)
+  assert s == pytest.approx(0.4)
+  plain = VAEStage(vae_config=cfg, optim_config=OptimConfig(), options=Options(init=str(init), freeze_encoder=True))
+  assert plain._stretch() is None

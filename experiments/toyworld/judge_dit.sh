@@ -3,13 +3,14 @@
 # the forced probe (forced_student.py: 48 clips of 21 latents, and 24 bouncing clips), the evidence table's 100 seen
 # prompts and 54 held-out combinations (10-s videos), the validation set (prompt seed 777, noise seed 20000) and the
 # ablations' switch/recache row (100 switches; skipped with NO_SWITCH=1). Every output that exists is kept.
-#   bash experiments/toyworld/judge_dit.sh NAME DIT_EXPORT OUT_DIR
+# VAE=PATH decodes with another VAE (default: the shipped decoder, runs/toyworld/vae_decoder/export).
+#   [VAE=PATH] bash experiments/toyworld/judge_dit.sh NAME DIT_EXPORT OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 v=$1 dit=$2 E=$3
 RUN=runs/toyworld
 LL=${LONGLIVE_JAX:-longlive-jax}
-VAE=$RUN/vae_decoder/export
+VAE=${VAE:-$RUN/vae_decoder/export}
 mkdir -p "$E"
 [ -e $E/model_$v/longlive_jax.json ] || $LL toyworld assemble --dit $dit --vae $VAE --out $E/model_$v --overwrite
 [ -e $E/probe_$v.json ] || python experiments/toyworld/forced_student.py --dit $dit --vae $VAE --free \

@@ -75,6 +75,12 @@ class Options:
       ``freeze_encoder``, whose statistics are fixed). A generator's latents are never exactly on the encoder's
       manifold; a decoder that has learned to map nearby latents to the world's clean frames draws them as what
       they are closest to, instead of decoding their error into lumpy outlines (noise-augmented decoder training).
+    latent_scale: the decoder is trained on ``m + (1 + u * latent_scale) (z - m)`` with ``m`` the frozen encoder's
+      latent mean and ``u ~ U(0, 1)`` per clip and channel (applied before ``latent_noise``; needs
+      ``freeze_encoder``): latents stretched away from the mean by up to ``1 + latent_scale`` decode as the
+      clean frame. A few-step generator distilled with classifier-free guidance over-scales its latents (the
+      toy world's shipped DiT: 1.1-1.4x the true per-channel means), which a decoder trained on true latents
+      draws in shifted colours, worst on frame 0, decoded alone (a red object comes out orange).
   """
 
   vae: dict = dataclasses.field(default_factory=lambda: {"dim": 8})
@@ -89,6 +95,7 @@ class Options:
   init: str | None = None
   freeze_encoder: bool = False
   latent_noise: float = 0.0
+  latent_scale: float = 0.0
 
   def __post_init__(self):
     if self.freeze_encoder and self.init is None:
@@ -99,6 +106,10 @@ class Options:
       raise ValueError(
         "options.latent_noise: needs options.freeze_encoder (noise in the fixed latent statistics' units)"
       )
+    if self.latent_scale < 0:
+      raise ValueError(f"options.latent_scale: must be >= 0, got {self.latent_scale}")
+    if self.latent_scale and not self.freeze_encoder:
+      raise ValueError("options.latent_scale: needs options.freeze_encoder (a stretch about the fixed latent mean)")
     if self.detach_latents is not None:
       a, b = (int(v) for v in self.detach_latents)
       if not 0 < a < b:
@@ -125,6 +136,7 @@ def reconstruct(
   log_var_offset: float = 0.0,
   detach: tuple[int, int] | None = None,
   noise_scale: Array | None = None,
+  stretch: tuple[Array, float] | None = None,
 ) -> tuple[Array, Array, Array, Array, Array]:
   """Causal chunked encode, sample, streaming decode of ``video [B, T, H, W, 3]`` (``T = 1 + 4(F - 1)``).
 
@@ -134,7 +146,8 @@ def reconstruct(
   burn-in ``detach = [a, b)``, whose frames are left out and whose outgoing caches are cut from the gradient),
   the posterior means of every latent ``[B, F, h, w, z]`` and the posterior ``[B, F', h, w, z]`` of the trained.
   ``noise_scale [z]``: the decoder decodes ``z + u * noise_scale * eps`` (``u ~ U(0, 1)`` per clip; see
-  ``Options.latent_noise``); the posterior outputs are unchanged.
+  ``Options.latent_noise``); ``stretch = (mean [z], s)``: before that noise, ``z -> mean + (1 + u s)(z - mean)``
+  (``u ~ U(0, 1)`` per clip and channel; see ``Options.latent_scale``). The posterior outputs are unchanged.
   """
   n = 1 + (video.shape[1] - 1) // 4
   trained = [i for i in range(n) if detach is None or not detach[0] <= i < detach[1]]
@@ -158,6 +171,10 @@ def reconstruct(
   mu_all = jnp.concatenate(mus, axis=1)  # [B, F, h, w, z]
   log_var = jnp.clip(jnp.concatenate(lvs, axis=1) + log_var_offset, -30.0, 20.0)
   z = mu_all + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu_all.shape, mu_all.dtype)
+  if stretch is not None:
+    mean, s = jnp.asarray(stretch[0], z.dtype), stretch[1]
+    u = jax.random.uniform(jax.random.fold_in(key, 2), (z.shape[0], 1, 1, 1, z.shape[-1]), z.dtype)  # [B, 1, 1, 1, z]
+    z = mean + (1.0 + u * s) * (z - mean)
   if noise_scale is not None:
     k_u, k_eps = jax.random.split(jax.random.fold_in(key, 1))  # the posterior's draw stays that of ``key``
     u = jax.random.uniform(k_u, (z.shape[0], 1, 1, 1, 1), z.dtype)  # [B, 1, 1, 1, 1]: one level per clip
@@ -267,6 +284,7 @@ class VAEStage:
       log_var_offset=self.options.log_var_offset,
       detach=self.options.detach_latents,
       noise_scale=self._noise_scale(),
+      stretch=self._stretch(),
     )
     w = np.ones((video.shape[1],), np.float32)
     w[0] = self.options.first_frame_weight
@@ -295,6 +313,13 @@ class VAEStage:
       return None
     std = np.asarray(self.trained_config(None).latent_std, np.float32)  # frozen: init's own, independent of state
     return self.options.latent_noise * std
+
+  def _stretch(self) -> tuple[np.ndarray, float] | None:
+    """``(latent_mean [z], latent_scale)`` of the frozen encoder (``init``'s statistics), or None."""
+    if not self.options.latent_scale:
+      return None
+    mean = np.asarray(self.trained_config(None).latent_mean, np.float32)
+    return mean, float(self.options.latent_scale)
 
   def step(self, state: VAEState, batch: Mapping[str, Array]) -> tuple[VAEState, dict[str, Array]]:
     key = jax.random.fold_in(state.key, state.step)
