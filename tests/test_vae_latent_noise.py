@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from longlive_jax.train.stages.vae import Options, reconstruct
+from longlive_jax.train.optim import OptimConfig
+from longlive_jax.train.stages.vae import Options, VAEStage, reconstruct
 
 
 class _StubVAE:
@@ -58,17 +59,7 @@ def test_latent_noise_options_are_checked():
 
 
 def test_latent_noise_is_in_units_of_the_frozen_encoders_latent_std(tmp_path):
-  from flax import nnx
-
-  from longlive_jax import checkpoint
-  from longlive_jax.train.optim import OptimConfig
-  from longlive_jax.train.stages.vae import VAEStage
-  from longlive_jax.vae.config import VAEConfig
-  from longlive_jax.vae.model import abstract_vae
-
-  cfg = VAEConfig(dim=4, num_res_blocks=1, z_dim=2, latent_mean=(0.1, -0.2), latent_std=(0.5, 3.0))
-  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), nnx.to_pure_dict(nnx.state(abstract_vae(cfg), nnx.Param)))
-  init = checkpoint.save(tmp_path / "vae", components={"vae": (params, cfg.to_dict())}, meta={}, overwrite=True)
+  cfg, init = _frozen_vae(tmp_path)
   stage = VAEStage(
     vae_config=cfg.replace(latent_std=(1.0, 1.0)),  # the configured statistics are not the frozen encoder's
     optim_config=OptimConfig(),
@@ -97,21 +88,11 @@ def test_latent_scale_stretches_each_channel_about_the_mean_by_a_per_clip_factor
 
 
 def test_latent_scale_options_are_checked_and_use_the_frozen_mean(tmp_path):
-  from flax import nnx
-
-  from longlive_jax import checkpoint
-  from longlive_jax.train.optim import OptimConfig
-  from longlive_jax.train.stages.vae import VAEStage
-  from longlive_jax.vae.config import VAEConfig
-  from longlive_jax.vae.model import abstract_vae
-
   with pytest.raises(ValueError, match="latent_scale: needs options.freeze_encoder"):
     Options(latent_scale=0.5)
   with pytest.raises(ValueError, match="latent_scale: must be >= 0"):
     Options(latent_scale=-0.1, init="x", freeze_encoder=True)
-  cfg = VAEConfig(dim=4, num_res_blocks=1, z_dim=2, latent_mean=(0.1, -0.2), latent_std=(0.5, 3.0))
-  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), nnx.to_pure_dict(nnx.state(abstract_vae(cfg), nnx.Param)))
-  init = checkpoint.save(tmp_path / "vae", components={"vae": (params, cfg.to_dict())}, meta={}, overwrite=True)
+  cfg, init = _frozen_vae(tmp_path)
   stage = VAEStage(
     vae_config=cfg.replace(latent_mean=(0.0, 0.0)),  # the configured statistics are not the frozen encoder's
     optim_config=OptimConfig(),
@@ -122,3 +103,18 @@ def test_latent_scale_options_are_checked_and_use_the_frozen_mean(tmp_path):
   assert s == pytest.approx(0.4)
   plain = VAEStage(vae_config=cfg, optim_config=OptimConfig(), options=Options(init=str(init), freeze_encoder=True))
   assert plain._stretch() is None
+
+
+def _frozen_vae(tmp_path):
+  """A tiny VAE config with latent statistics (0.1, -0.2) +- (0.5, 3.0) and its zero-weight checkpoint (an init
+  for a frozen encoder)."""
+  from flax import nnx
+
+  from longlive_jax import checkpoint
+  from longlive_jax.vae.config import VAEConfig
+  from longlive_jax.vae.model import abstract_vae
+
+  cfg = VAEConfig(dim=4, num_res_blocks=1, z_dim=2, latent_mean=(0.1, -0.2), latent_std=(0.5, 3.0))
+  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), nnx.to_pure_dict(nnx.state(abstract_vae(cfg), nnx.Param)))
+  init = checkpoint.save(tmp_path / "vae", components={"vae": (params, cfg.to_dict())}, meta={}, overwrite=True)
+  return cfg, init
