@@ -10,7 +10,7 @@ seen prompts (evaluate.py's prompt set, its noise seed); the judge's per-frame f
 judge's nearest-colour rule reads right; per prompted colour, the object's mean RGB and area at the first and last
 frame. True clips of the same prompts (rendered, and round-tripped through each
 model's VAE) give the floor. ``--teacher`` adds bidirectional DiTs: the first 9 frames of a 9-latent sample (48
-steps, CFG 3). Frame 0 is decoded alone by the causal VAE, so an over-scaled latent 0 shows there.
+steps, CFG 3). Frame 0 is decoded alone by the causal VAE, so an error in latent 0 shows there alone.
 """
 
 from __future__ import annotations

@@ -78,9 +78,10 @@ class Options:
     latent_scale: the decoder is trained on ``m + (1 + u * latent_scale) (z - m)`` with ``m`` the frozen encoder's
       latent mean and ``u ~ U(0, 1)`` per clip and channel (applied before ``latent_noise``; needs
       ``freeze_encoder``): latents stretched away from the mean by up to ``1 + latent_scale`` decode as the
-      clean frame. A few-step generator distilled with classifier-free guidance over-scales its latents (the
-      toy world's shipped DiT: 1.1-1.4x the true per-channel means), which a decoder trained on true latents
-      draws in shifted colours, worst on frame 0, decoded alone (a red object comes out orange).
+      clean frame. Written for the toy world's orange first frame (its DiT's latent 0 has 1.1-1.4x the true
+      per-channel means); measured, it does not move that frame (``experiments/toyworld/decoder_scale.sh``:
+      the error starts in the teacher's latent 0, not in a stretch a decoder can undo), so no shipped config
+      uses it.
   """
 
   vae: dict = dataclasses.field(default_factory=lambda: {"dim": 8})
