@@ -11,6 +11,13 @@ cd "$(dirname "$0")/../.."
 RUN=runs/toyworld
 E=$RUN/bounce_heavy
 LL=${LONGLIVE_JAX:-longlive-jax}
+# Step 8's DiT: the shipped model holds it (bf16; what these runs started from on 2026-12-06, the chain's runs/ lost).
+[ -e $RUN/streaming_long_3/export ] || { mkdir -p $RUN/streaming_long_3 && cp -r longlive_jax/toyworld/default_model $RUN/streaming_long_3/export; }
+for t in teacher:teacher teacher_windows:teacher_windows_2; do  # the teachers of the continuation probe
+  [ -e $RUN/${t#*:}/export ] || python experiments/toyworld/snapshot.py restore artifacts/toyworld/${t%%:*} $RUN/${t#*:}/export
+done
+[ -e $RUN/vae/export ] || { mkdir -p $RUN/vae && cp -r artifacts/toyworld/vae $RUN/vae/export; }
+[ -e $RUN/vae_decoder/export ] || { mkdir -p $RUN/vae_decoder && cp -r artifacts/toyworld/vae_decoder $RUN/vae_decoder/export; }
 D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --caption-dropout 0"
 [ -e $RUN/data/latents_f9_bounce20.npz ] || $LL toyworld latents $D --out $RUN/data/latents_f9_bounce20.npz \
   --num 1500 --seed 17 --motion-weight bounces=20
