@@ -42,7 +42,8 @@ declare -A DIT=([shipped]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounc
   [mix]=$RUN/forced_bounce_mix/export [sc]=$RUN/forced_bounce_sc/export [heavy_dmd]=$RUN/bounce_heavy_dmd/export
   [mix_dmd]=$RUN/bounce_mix_dmd/export)
 python experiments/toyworld/bounce_continuation.py --num 24 --model shipped=${DIT[shipped]} \
-  --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} --teacher teacher=$RUN/teacher/export \
+  --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
+  --model mix_dmd=${DIT[mix_dmd]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
 for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
