@@ -64,24 +64,14 @@ def student_block(dit, z, cond):
   """Block 2 of a causal student ``[N, 3, h, w, c]`` after committing the true blocks 0 and 1 of ``z``."""
   import jax
   import jax.numpy as jnp
-  from flax import nnx
 
-  from longlive_jax.stream import engine
   from longlive_jax.stream.noise import BlockShape, block_draws
-  from longlive_jax.toyworld import evaluate as ev
 
-  st = ev.streamer(dit, ev.StreamSettings())
-  spec, graphdef = st.spec, st.graphdef
-  bf = spec.block_frames
+  sys.path.insert(0, str(Path(__file__).resolve().parent))
+  from forced_student import forced_step  # the teacher-forced block step of forced_student.py
 
-  @jax.jit
-  def step(params, cache, noise, renoise, true_block, ck, cv):
-    m = nnx.merge(graphdef, params)
-    x0, _, _ = engine.generate_block(
-      m, cache, noise, renoise, cross=(ck, cv), timesteps=st.timesteps, sigmas=st.sigmas, spec=spec
-    )  # the cache it returns holds the model's own block: the true one is committed instead
-    return x0, engine.commit(m, cache, true_block, cross=(ck, cv), spec=spec)
-
+  st, step = forced_step(dit)
+  bf = st.spec.block_frames
   n, _, h, w, c = z.shape
   ck, cv = st.encode(cond)
   cache = st.init_cache(batch=n)

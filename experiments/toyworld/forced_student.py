@@ -28,16 +28,15 @@ import numpy as np
 SHAPES = ("circle", "square", "triangle")
 
 
-def forced_latents(dit, vae, encode_text, videos, prompts, *, seed: int, batch: int = 16):
-  """``(forced [N, F, h, w, z], true [N, F, h, w, z])``: teacher-forced student blocks and the clips' latents."""
+def forced_step(dit):
+  """``(streamer, step)``: the model's streamer at the recipe's settings and its jitted teacher-forced block step
+  ``step(params, cache, noise, renoise, true_block, ck, cv) -> (x0, cache)``: the block generated as at inference,
+  and the cache with ``true_block`` committed instead of it."""
   import jax
-  import jax.numpy as jnp
   from flax import nnx
 
   from longlive_jax.stream import engine
-  from longlive_jax.stream.noise import BlockShape, block_draws
   from longlive_jax.toyworld import evaluate as ev
-  from longlive_jax.vae.stream import encode
 
   st = ev.streamer(dit, ev.StreamSettings())
   spec, graphdef = st.spec, st.graphdef
@@ -49,6 +48,20 @@ def forced_latents(dit, vae, encode_text, videos, prompts, *, seed: int, batch: 
       m, cache, noise, renoise, cross=(ck, cv), timesteps=st.timesteps, sigmas=st.sigmas, spec=spec
     )  # the cache it returns holds the student's own block: dropped
     return x0, engine.commit(m, cache, true_block, cross=(ck, cv), spec=spec)
+
+  return st, step
+
+
+def forced_latents(dit, vae, encode_text, videos, prompts, *, seed: int, batch: int = 16):
+  """``(forced [N, F, h, w, z], true [N, F, h, w, z])``: teacher-forced student blocks and the clips' latents."""
+  import jax
+  import jax.numpy as jnp
+
+  from longlive_jax.stream.noise import BlockShape, block_draws
+  from longlive_jax.vae.stream import encode
+
+  st, step = forced_step(dit)
+  spec = st.spec
 
   forced, true = [], []
   for s in range(0, len(videos), batch):
