@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Toy world: can the students learn to continue a bounce's diagonal from the past? (see
-# configs/toyworld/forced_bounce_heavy.yaml). From the shipped DiT (train_all.sh's step 8 export,
+# configs/toyworld/forced_bounce_heavy.yaml). From step 8's DiT (train_all.sh; shipped until 2026-12-06,
 # runs/toyworld/streaming_long_3/export): the forced stage on bounce-heavy window clips (2000 steps), then on the
 # usual mix with bounces drawn 4x and switches (mix, 1000 steps), or with bounces drawn 4x, no switches and its own
-# past in half the blocks (sc, 1000 steps), or Stage 2's third phase from heavy or mix (heavy_dmd, mix_dmd: 500 steps). Each export is judged by judge_dit.sh (the evidence
+# past in half the blocks (sc, 1000 steps), or Stage 2's third phase from heavy or mix (heavy_dmd, mix_dmd: 500 steps;
+# mix_dmd1000: 1000 steps, the shipped DiT since 2026-12-06). Each export is judged by judge_dit.sh (the evidence
 # table's 10-s rows, the validation set, the forced probes, the switch row) and by bounce_continuation.py (block 2
 # of bouncing windows given the true blocks 0-1). About 2 h of training in all and 15-20 min of judging per DiT here.
 #   bash experiments/toyworld/bounce_heavy.sh
@@ -12,8 +13,10 @@ cd "$(dirname "$0")/../.."
 RUN=runs/toyworld
 E=$RUN/bounce_heavy
 LL=${LONGLIVE_JAX:-longlive-jax}
-# Step 8's DiT: the shipped model holds it (bf16; what these runs started from on 2026-12-06, the chain's runs/ lost).
-[ -e $RUN/streaming_long_3/export ] || { mkdir -p $RUN/streaming_long_3 && cp -r longlive_jax/toyworld/default_model $RUN/streaming_long_3/export; }
+# Step 8's DiT: the model shipped until 2026-12-06 holds it (bf16; what these runs started from, the chain's runs/
+# lost), in git at fc80726 (the shipped model since then is this script's mix_dmd).
+[ -e $RUN/streaming_long_3/export ] || { mkdir -p $RUN/streaming_long_3/export && git archive fc80726 \
+  longlive_jax/toyworld/default_model | tar -x --strip-components=3 -C $RUN/streaming_long_3/export; }
 for t in teacher:teacher teacher_windows:teacher_windows_2; do  # the teachers of the continuation probe
   [ -e $RUN/${t#*:}/export ] || python experiments/toyworld/snapshot.py restore artifacts/toyworld/${t%%:*} $RUN/${t#*:}/export
 done
@@ -38,16 +41,20 @@ D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --c
   model.checkpoint=$RUN/forced_bounce_heavy/export run_dir=$RUN/bounce_heavy_dmd
 [ -e $RUN/bounce_mix_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
   model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd  # kept in artifacts/ too (bf16)
-declare -A DIT=([shipped]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_heavy/export
+# The same phase run on to 1000 steps (mix_dmd1000: the shipped DiT since 2026-12-06, train_all.sh's step 11; it
+# ran as a copy of bounce_mix_dmd resumed from its step 500, the same as one run: constant learning rate).
+[ -e $RUN/bounce_mix_dmd1000/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
+  model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd1000 steps=1000
+declare -A DIT=([step8]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_heavy/export
   [mix]=$RUN/forced_bounce_mix/export [sc]=$RUN/forced_bounce_sc/export [heavy_dmd]=$RUN/bounce_heavy_dmd/export
-  [mix_dmd]=$RUN/bounce_mix_dmd/export)
-python experiments/toyworld/bounce_continuation.py --num 24 --model shipped=${DIT[shipped]} \
+  [mix_dmd]=$RUN/bounce_mix_dmd/export [mix_dmd1000]=$RUN/bounce_mix_dmd1000/export)
+python experiments/toyworld/bounce_continuation.py --num 24 --model step8=${DIT[step8]} \
   --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
-  --model mix_dmd=${DIT[mix_dmd]} --teacher teacher=$RUN/teacher/export \
+  --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
-for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd}; do
+for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_bounce_heavy.json \
-  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
-  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd}
+  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
+  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000}

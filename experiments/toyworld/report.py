@@ -21,7 +21,10 @@ STAGE_NAMES = {
   "streaming_long": "Stage 2: streaming long tuning",
   "streaming_long_2": "Stage 2, second phase",
   "forced_switch": "forced stage: teacher-forced blocks, clips with and without switches",
-  "streaming_long_3": "Stage 2, third phase (the shipped DiT)",
+  "streaming_long_3": "Stage 2, third phase",
+  "forced_bounce_heavy": "forced stage on bounce-heavy clips (about 80% bounce)",
+  "forced_bounce_mix": "forced stage on the mix: bounces 4x, half the clips switching",
+  "streaming_long_4": "Stage 2 once more, 1000 steps (the shipped DiT)",
 }
 
 

@@ -5,7 +5,8 @@
 #   centred clips -> the teacher fine-tuned on clips that start anywhere -> then on clips that are windows of
 #   longer videos (two runs) -> its ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1) -> streaming long tuning
 #   with switches and recache (Stage 2) -> Stage 2's second phase -> teacher-forced blocks on clips with and
-#   without switches (the forced stage) -> Stage 2's third phase -> whole-model checkpoint. Every student stage
+#   without switches (the forced stage) -> Stage 2's third phase -> the forced stage on bounce-heavy clips, then on
+#   the mix with switches -> Stage 2's third phase again -> whole-model checkpoint. Every student stage
 #   learns from the last teacher (step 2d).
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -66,15 +67,27 @@ step latents-switch $LL toyworld latents --vae "$RUN/vae/export" --out "$DATA/la
   --latent-frames 9 --centre-fraction 0 --lead-in 128 --seed 14 --caption-dropout 0 --switch-prob 0.5
 step forced-switch $LL train configs/toyworld/forced_switch.yaml
 step streaming-long-3 $LL train configs/toyworld/streaming_long_3.yaml
+# The forced stage again, first on window clips of which about 80% bounce (the true past only), then on the usual mix
+# with bounces drawn 4x and half the clips switching, then Stage 2's third phase once more (streaming_long_4.yaml):
+# the students learn to continue a bounce's diagonal from their past (experiments/toyworld/bounce_heavy.sh says how
+# this was found; its rows heavy, mix and mix_dmd).
+W="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --caption-dropout 0"
+step latents-bounce20 $LL toyworld latents $W --out "$DATA/latents_f9_bounce20.npz" --num 1500 --seed 17 \
+  --motion-weight bounces=20
+step forced-bounce-heavy $LL train configs/toyworld/forced_bounce_heavy.yaml
+step latents-switch-b4 $LL toyworld latents $W --out "$DATA/latents_f9_switch_b4.npz" --num 3000 --seed 19 \
+  --switch-prob 0.5 --motion-weight bounces=4
+step forced-bounce-mix $LL train configs/toyworld/forced_bounce_mix.yaml
+step streaming-long-4 $LL train configs/toyworld/streaming_long_4.yaml
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2", "forced_switch", "streaming_long_3"):
+for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2", "forced_switch", "streaming_long_3", "forced_bounce_heavy", "forced_bounce_mix", "streaming_long_4"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long_3/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_4/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
