@@ -45,16 +45,22 @@ D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --c
 # ran as a copy of bounce_mix_dmd resumed from its step 500, the same as one run: constant learning rate).
 [ -e $RUN/bounce_mix_dmd1000/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
   model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd1000 steps=1000
+# sc and mix together: from heavy, self_context 0.5 on the mix with switches, then 1000 steps of Stage 2 (scmix_dmd).
+[ -e $RUN/forced_bounce_scmix/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_scmix.yaml
+[ -e $RUN/bounce_scmix_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
+  model.checkpoint=$RUN/forced_bounce_scmix/export run_dir=$RUN/bounce_scmix_dmd steps=1000
 declare -A DIT=([step8]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_heavy/export
   [mix]=$RUN/forced_bounce_mix/export [sc]=$RUN/forced_bounce_sc/export [heavy_dmd]=$RUN/bounce_heavy_dmd/export
-  [mix_dmd]=$RUN/bounce_mix_dmd/export [mix_dmd1000]=$RUN/bounce_mix_dmd1000/export)
+  [mix_dmd]=$RUN/bounce_mix_dmd/export [mix_dmd1000]=$RUN/bounce_mix_dmd1000/export
+  [scmix_dmd]=$RUN/bounce_scmix_dmd/export)
 python experiments/toyworld/bounce_continuation.py --num 24 --model step8=${DIT[step8]} \
   --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
-  --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} --teacher teacher=$RUN/teacher/export \
+  --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} \
+  --model scmix_dmd=${DIT[scmix_dmd]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
-for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000}; do
+for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_bounce_heavy.json \
-  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
-  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000}
+  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
+  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd}
