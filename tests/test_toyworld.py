@@ -167,6 +167,27 @@ def test_motion_weights_oversample_a_motion_within_the_split():
     grammar.sample_attributes(rng, motion_weights={"bounce": 2})
 
 
+def test_prompt_sets_oversample_a_motion_and_keep_the_unweighted_draw(tmp_path):
+  """`toyworld prompts --motion-weight` (Stage 2's prompt pairs with more bouncing prompts): the weighted motion is
+  drawn about W times as often, only in the first prompt of a pair, and without weights the files are the same as
+  before (the shipped recipe's prompt sets stay reproducible)."""
+  from longlive_jax.data.pipeline import NpzRecords
+
+  read = lambda p, k: [str(x) for x in NpzRecords(p).arrays[k]]  # noqa: E731
+  plain = data.build_prompts(tmp_path / "a.npz", num=50, seed=3)
+  again = data.build_prompts(tmp_path / "b.npz", num=50, seed=3, motion_weights=None)
+  assert read(plain, "prompt") == read(again, "prompt")
+  pairs = data.build_prompt_pairs(tmp_path / "p.npz", num=1200, seed=3, motion_weights={"bounces": 5})
+  first = [grammar.parse(p).motion for p in read(pairs, "prompt_a")]
+  assert 0.4 < first.count("bounces") / len(first) < 0.6  # 5 / 10 of the draws
+  r = subprocess.run(
+    [sys.executable, "-m", "longlive_jax", "toyworld", "prompts", "--out", str(tmp_path / "c.npz"), "--num", "400",
+     "--motion-weight", "bounces=0"], capture_output=True, text=True,
+  )  # fmt: skip
+  assert r.returncode == 0, r.stderr
+  assert "bounces x0" in r.stdout and not any("bounces" in p for p in read(tmp_path / "c.npz", "prompt"))
+
+
 def test_clip_source_is_deterministic():
   src = data.ClipSource(num_records=10, latent_frames=3, switch_prob=0.5, seed=4)
   r1, r2 = src[3], data.ClipSource(num_records=10, latent_frames=3, switch_prob=0.5, seed=4)[3]

@@ -45,6 +45,14 @@ def add_toyworld(sub) -> None:
     help="combinations to draw from: the training split (default), the held-out 10%%, or all",
   )
   q.add_argument("--pairs", action="store_true", help="prompt_a / prompt_b pairs (a natural edit) for switches")
+  q.add_argument(
+    "--motion-weight",
+    type=_motion_weight,
+    action="append",
+    default=[],
+    metavar="MOTION=W",
+    help="draw prompts of MOTION W times as often as the others (repeatable; e.g. 'bounces=2'; pairs: the first)",
+  )
 
   q = acts.add_parser("latents", help="encode rendered clips with a trained VAE (teacher data)")
   q.add_argument("--vae", required=True, help="a checkpoint folder with a 'vae' component (the vae stage's export)")
@@ -198,8 +206,9 @@ def _prompts(a) -> int:
   from longlive_jax.toyworld import data
 
   build = data.build_prompt_pairs if a.pairs else data.build_prompts
-  out = build(a.out, num=a.num, seed=a.seed, split=a.split)
-  print(f"wrote {out}: {a.num} {'prompt pairs' if a.pairs else 'prompts'} ({a.split} combinations)")
+  out = build(a.out, num=a.num, seed=a.seed, split=a.split, motion_weights=dict(a.motion_weight) or None)
+  weights = "".join(f", {m} x{w:g}" for m, w in a.motion_weight)
+  print(f"wrote {out}: {a.num} {'prompt pairs' if a.pairs else 'prompts'} ({a.split} combinations{weights})")
   return 0
 
 

@@ -137,19 +137,25 @@ class ClipSource:
     return {"video": render(scene, frames), "caption": scene.segments[0].attrs.caption, "index": np.int64(index)}
 
 
-def build_prompts(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
-  """``prompt [num]``: captions of uniformly drawn combinations of ``split``."""
+def build_prompts(
+  path: str | Path, *, num: int, seed: int, split: str = "train", motion_weights: Mapping[str, float] | None = None
+) -> Path:
+  """``prompt [num]``: captions of uniformly drawn combinations of ``split`` (``motion_weights``: each combination
+  drawn with its motion's weight, :func:`grammar.sample_attributes`; without it the draws are unchanged)."""
   rng = np.random.default_rng([seed, 1])
-  prompts = [grammar.sample_attributes(rng, split=split).caption for _ in range(num)]
+  prompts = [grammar.sample_attributes(rng, split=split, motion_weights=motion_weights).caption for _ in range(num)]
   return save_npz_records(path, prompt=np.asarray(prompts))
 
 
-def build_prompt_pairs(path: str | Path, *, num: int, seed: int, split: str = "train") -> Path:
-  """``prompt_a [num]``, ``prompt_b [num]``: a combination and a natural edit of it (1-2 attributes)."""
+def build_prompt_pairs(
+  path: str | Path, *, num: int, seed: int, split: str = "train", motion_weights: Mapping[str, float] | None = None
+) -> Path:
+  """``prompt_a [num]``, ``prompt_b [num]``: a combination and a natural edit of it (1-2 attributes);
+  ``motion_weights`` weights the first prompt's motion (:func:`build_prompts`)."""
   rng = np.random.default_rng([seed, 2])
   a, b = [], []
   for _ in range(num):
-    attrs = grammar.sample_attributes(rng, split=split)
+    attrs = grammar.sample_attributes(rng, split=split, motion_weights=motion_weights)
     a.append(attrs.caption)
     b.append(grammar.sample_switch(rng, attrs, split=split).caption)
   return save_npz_records(path, prompt_a=np.asarray(a), prompt_b=np.asarray(b))
