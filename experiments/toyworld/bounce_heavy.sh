@@ -45,6 +45,17 @@ D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --c
 # ran as a copy of bounce_mix_dmd resumed from its step 500, the same as one run: constant learning rate).
 [ -e $RUN/bounce_mix_dmd1000/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
   model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd1000 steps=1000
+# The same phase on to 1500 and 2000 steps (each a copy of the previous run resumed; measured after the ship), and
+# 1000 steps with bouncing prompts drawn 3x in its prompt pairs (mix_dmd_b3; `toyworld prompts --motion-weight`).
+for n in 1500 2000; do
+  [ -e $RUN/bounce_mix_dmd$n/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
+    model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd$n steps=$n
+done
+[ -e $RUN/data/prompt_pairs_b3.npz ] || $LL toyworld prompts --pairs --out $RUN/data/prompt_pairs_b3.npz --num 2000 \
+  --seed 2 --motion-weight bounces=3
+[ -e $RUN/bounce_mix_dmd_b3/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
+  model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd_b3 steps=1000 \
+  data.source=$RUN/data/prompt_pairs_b3.npz
 # sc and mix together: from heavy, self_context 0.5 on the mix with switches, then 1000 steps of Stage 2 (scmix_dmd).
 [ -e $RUN/forced_bounce_scmix/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_scmix.yaml
 [ -e $RUN/bounce_scmix_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
@@ -52,15 +63,16 @@ D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --c
 declare -A DIT=([step8]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_heavy/export
   [mix]=$RUN/forced_bounce_mix/export [sc]=$RUN/forced_bounce_sc/export [heavy_dmd]=$RUN/bounce_heavy_dmd/export
   [mix_dmd]=$RUN/bounce_mix_dmd/export [mix_dmd1000]=$RUN/bounce_mix_dmd1000/export
-  [scmix_dmd]=$RUN/bounce_scmix_dmd/export)
+  [scmix_dmd]=$RUN/bounce_scmix_dmd/export [mix_dmd1500]=$RUN/bounce_mix_dmd1500/export
+  [mix_dmd2000]=$RUN/bounce_mix_dmd2000/export [mix_dmd_b3]=$RUN/bounce_mix_dmd_b3/export)
 python experiments/toyworld/bounce_continuation.py --num 24 --model step8=${DIT[step8]} \
   --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
   --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} \
   --model scmix_dmd=${DIT[scmix_dmd]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
-for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd}; do
+for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_bounce_heavy.json \
-  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
-  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd}
+  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches; mix_dmd1500, mix_dmd2000: 1500 and 2000 steps from mix; mix_dmd_b3: 1000 steps from mix, bouncing prompts drawn 3x); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
+  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3}
