@@ -31,6 +31,8 @@ D="--vae $RUN/vae/export --latent-frames 9 --centre-fraction 0 --lead-in 128 --c
 [ -e $RUN/forced_bounce_heavy/export ] || [ "${RETRAIN:-0}" = 1 ] || python experiments/toyworld/snapshot.py \
   restore artifacts/toyworld/forced_bounce_heavy $RUN/forced_bounce_heavy/export
 [ -e $RUN/forced_bounce_heavy/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_heavy.yaml
+[ -e $RUN/forced_bounce_mix/export ] || [ "${RETRAIN:-0}" = 1 ] || python experiments/toyworld/snapshot.py \
+  restore artifacts/toyworld/forced_bounce_mix $RUN/forced_bounce_mix/export  # kept too (25 min here)
 [ -e $RUN/forced_bounce_mix/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_mix.yaml
 [ -e $RUN/data/latents_f9_b4.npz ] || $LL toyworld latents $D --out $RUN/data/latents_f9_b4.npz \
   --num 1500 --seed 21 --motion-weight bounces=4
