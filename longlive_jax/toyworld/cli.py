@@ -45,14 +45,7 @@ def add_toyworld(sub) -> None:
     help="combinations to draw from: the training split (default), the held-out 10%%, or all",
   )
   q.add_argument("--pairs", action="store_true", help="prompt_a / prompt_b pairs (a natural edit) for switches")
-  q.add_argument(
-    "--motion-weight",
-    type=_motion_weight,
-    action="append",
-    default=[],
-    metavar="MOTION=W",
-    help="draw prompts of MOTION W times as often as the others (repeatable; e.g. 'bounces=2'; pairs: the first)",
-  )
+  _add_motion_weight(q, "prompts", note="; pairs: the first")
 
   q = acts.add_parser("latents", help="encode rendered clips with a trained VAE (teacher data)")
   q.add_argument("--vae", required=True, help="a checkpoint folder with a 'vae' component (the vae stage's export)")
@@ -80,14 +73,7 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--switch-block", type=_positive, default=3, help="switches fall on multiples of N latents (default 3: a block)"
   )
-  q.add_argument(
-    "--motion-weight",
-    type=_motion_weight,
-    action="append",
-    default=[],
-    metavar="MOTION=W",
-    help="draw clips of MOTION W times as often as the others (repeatable; e.g. 'bounces=2')",
-  )
+  _add_motion_weight(q, "clips")
 
   q = acts.add_parser("centred", help="keep the clips of a latents .npz that start near the centre")
   q.add_argument("latents", help="an .npz written by `toyworld latents` with --centre-fraction > 0")
@@ -172,6 +158,18 @@ def _positive(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
   return value
+
+
+def _add_motion_weight(q: argparse.ArgumentParser, what: str, *, note: str = "") -> None:
+  """``--motion-weight MOTION=W`` (repeatable) on ``q``: ``what`` of that motion drawn W times as often."""
+  q.add_argument(
+    "--motion-weight",
+    type=_motion_weight,
+    action="append",
+    default=[],
+    metavar="MOTION=W",
+    help=f"draw {what} of MOTION W times as often as the others (repeatable; e.g. 'bounces=2'{note})",
+  )
 
 
 def _motion_weight(text: str) -> tuple[str, float]:
