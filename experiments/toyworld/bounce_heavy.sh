@@ -58,6 +58,36 @@ done
 [ -e $RUN/bounce_mix_dmd_b3/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
   model.checkpoint=$RUN/forced_bounce_mix/export run_dir=$RUN/bounce_mix_dmd_b3 steps=1000 \
   data.source=$RUN/data/prompt_pairs_b3.npz
+# Session 41 (2026-12-06): a run's later steps with the learning rate decayed to zero (mix_wsd2000: mix_dmd1500's
+# step-1500 checkpoint run on to 2000, decaying over the last 500), with the teacher's guidance 5 (mix_g5_1500:
+# mix_dmd1000's step-1000 checkpoint run on to 1500), a teacher fine-tuned on bouncing clips (sl5_1000:
+# teacher_bounce.yaml, then streaming_long_5.yaml), and the average of mix_dmd1500 and mix_dmd_b3 (soup_1500_b3: the
+# shipped DiT since then; train_all.sh's steps streaming-long-4-1500, -b3 and soup).
+copy_run() {  # copy_run SRC_RUN STEP DST_RUN: DST_RUN starts from SRC_RUN's checkpoint at STEP
+  [ -d $3/checkpoints ] || { mkdir -p $3/checkpoints.part && cp -r $1/checkpoints/$2 $3/checkpoints.part/ &&
+    mv $3/checkpoints.part $3/checkpoints; }
+}
+if [ ! -e $RUN/bounce_mix_wsd2000/export/longlive_jax.json ]; then
+  copy_run $RUN/bounce_mix_dmd1500 1500 $RUN/bounce_mix_wsd2000
+  $LL train configs/toyworld/streaming_long_3.yaml model.checkpoint=$RUN/forced_bounce_mix/export \
+    run_dir=$RUN/bounce_mix_wsd2000 steps=2000 optim.decay_start=1500 optim.decay_steps=500
+fi
+if [ ! -e $RUN/bounce_mix_g5_1500/export/longlive_jax.json ]; then
+  copy_run $RUN/bounce_mix_dmd1000 1000 $RUN/bounce_mix_g5_1500
+  $LL train configs/toyworld/streaming_long_3.yaml model.checkpoint=$RUN/forced_bounce_mix/export \
+    run_dir=$RUN/bounce_mix_g5_1500 steps=1500 options.guidance_scale=5.0
+fi
+[ -e $RUN/data/latents_f9_teacher_b4.npz ] || $LL toyworld latents --vae $RUN/vae/export --latent-frames 9 \
+  --centre-fraction 0 --lead-in 128 --out $RUN/data/latents_f9_teacher_b4.npz --num 3000 --seed 23 \
+  --motion-weight bounces=4
+[ -e $RUN/teacher_bounce/export/longlive_jax.json ] || $LL train configs/toyworld/teacher_bounce.yaml
+for t in teacher_windows_2 teacher_bounce; do  # the teachers' bouncing samples (40 prompts, 9 latents)
+  [ -e $E/tracks_$t.json ] || python experiments/toyworld/bounce_tracks.py --teacher $RUN/$t/export \
+    --latent-frames 9 --num 40 --out $E/tracks_$t.json
+done
+[ -e $RUN/streaming_long_5/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_5.yaml
+[ -e $RUN/soup_1500_b3/export/longlive_jax.json ] || python experiments/toyworld/soup.py \
+  --a $RUN/bounce_mix_dmd1500/export --b $RUN/bounce_mix_dmd_b3/export --alpha 0.5 --out $RUN/soup_1500_b3/export
 # sc and mix together: from heavy, self_context 0.5 on the mix with switches, then 1000 steps of Stage 2 (scmix_dmd).
 [ -e $RUN/forced_bounce_scmix/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_scmix.yaml
 [ -e $RUN/bounce_scmix_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
@@ -66,15 +96,19 @@ declare -A DIT=([step8]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_
   [mix]=$RUN/forced_bounce_mix/export [sc]=$RUN/forced_bounce_sc/export [heavy_dmd]=$RUN/bounce_heavy_dmd/export
   [mix_dmd]=$RUN/bounce_mix_dmd/export [mix_dmd1000]=$RUN/bounce_mix_dmd1000/export
   [scmix_dmd]=$RUN/bounce_scmix_dmd/export [mix_dmd1500]=$RUN/bounce_mix_dmd1500/export
-  [mix_dmd2000]=$RUN/bounce_mix_dmd2000/export [mix_dmd_b3]=$RUN/bounce_mix_dmd_b3/export)
+  [mix_dmd2000]=$RUN/bounce_mix_dmd2000/export [mix_dmd_b3]=$RUN/bounce_mix_dmd_b3/export
+  [mix_wsd2000]=$RUN/bounce_mix_wsd2000/export [mix_g5_1500]=$RUN/bounce_mix_g5_1500/export
+  [sl5_1000]=$RUN/streaming_long_5/export [soup_1500_b3]=$RUN/soup_1500_b3/export)
 python experiments/toyworld/bounce_continuation.py --num 24 --model step8=${DIT[step8]} \
   --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
   --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} \
   --model scmix_dmd=${DIT[scmix_dmd]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
-for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3}; do
+for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3 mix_wsd2000
+  mix_g5_1500 sl5_1000 soup_1500_b3}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_bounce_heavy.json \
-  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches; mix_dmd1500, mix_dmd2000: 1500 and 2000 steps from mix; mix_dmd_b3: 1000 steps from mix, bouncing prompts drawn 3x); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
-  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3}
+  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches; mix_dmd1500, mix_dmd2000: 1500 and 2000 steps from mix; mix_dmd_b3: 1000 steps from mix, bouncing prompts drawn 3x; mix_wsd2000: mix_dmd1500 run on to 2000 steps with the learning rate decayed linearly to zero over the last 500; mix_g5_1500: mix_dmd1000 run on to 1500 steps with the teacher's guidance 5 instead of 3; sl5_1000: 1000 steps from mix with the DMD teacher and critic from configs/toyworld/teacher_bounce.yaml, the teacher fine-tuned on window clips with bounces drawn 4x (configs/toyworld/streaming_long_5.yaml); soup_1500_b3: the half-and-half weight average of mix_dmd1500 and mix_dmd_b3 (experiments/toyworld/soup.py), the shipped DiT since 2026-12-06, session 41); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
+  "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd \
+  mix_dmd1500 mix_dmd2000 mix_dmd_b3 mix_wsd2000 mix_g5_1500 sl5_1000 soup_1500_b3}

@@ -7,7 +7,8 @@ Rows: the bidirectional teachers (48 guided steps: the ceiling; ``teacher`` trai
 clips that are windows of longer videos, the one every student stage learns from), ODE init, Stage 1 (Self-Forcing
 DMD), Stage 2 (streaming long tuning), Stage 2's second phase, the forced stage on clips with switches, Stage 2's
 third phase, the forced stage again on bounce-heavy clips and then on the usual mix with bounces drawn 4x, and
-1000 more steps of Stage 2 (``streaming_long_4``, the shipped DiT), each on
+1000 more steps of Stage 2 (``streaming_long_4``), and the shipped DiT (``streaming_long_4_soup``: the weight
+average of that phase run on to 1500 steps and of 1000 steps of it with bouncing prompts drawn 3x), each on
 
   * ``seen``: 100 prompts of the training combinations, noise seeds never used in training;
   * ``held_out``: the 54 combinations that never appear in training (``grammar.HELD_OUT``);
@@ -42,7 +43,9 @@ STAGES = {
   "streaming_long_3": "streaming_long_3/export",
   "forced_bounce_heavy": "forced_bounce_heavy/export",  # the forced stage again, ~80% bouncing clips
   "forced_bounce_mix": "forced_bounce_mix/export",  # then on the mix with bounces 4x and switches
-  "streaming_long_4": "streaming_long_4/export",  # then 1000 steps of Stage 2 (streaming_long_4.yaml): the shipped DiT
+  "streaming_long_4": "streaming_long_4/export",  # then 1000 steps of Stage 2 (streaming_long_4.yaml)
+  # the average of that phase run on to 1500 steps and of 1000 steps with bouncing prompts 3x: the shipped DiT
+  "streaming_long_4_soup": "streaming_long_4_soup/export",
 }
 TEACHERS = ("teacher", "teacher_uniform", "teacher_windows")  # bidirectional: judged at their clip length only
 TRAIN_LEN = 9  # latent frames of the teacher's clips and the DMD windows (configs/toyworld)

@@ -24,7 +24,8 @@ STAGE_NAMES = {
   "streaming_long_3": "Stage 2, third phase",
   "forced_bounce_heavy": "forced stage on bounce-heavy clips (about 80% bounce)",
   "forced_bounce_mix": "forced stage on the mix: bounces 4x, half the clips switching",
-  "streaming_long_4": "Stage 2 once more, 1000 steps (the shipped DiT)",
+  "streaming_long_4": "Stage 2 once more, 1000 steps",
+  "streaming_long_4_soup": "Stage 2 once more: 1500 steps and 1000 with bounces 3x, averaged (the shipped DiT)",
 }
 
 

@@ -6,7 +6,8 @@
 #   longer videos (two runs) -> its ODE pairs -> ODE init -> Self-Forcing DMD (Stage 1) -> streaming long tuning
 #   with switches and recache (Stage 2) -> Stage 2's second phase -> teacher-forced blocks on clips with and
 #   without switches (the forced stage) -> Stage 2's third phase -> the forced stage on bounce-heavy clips, then on
-#   the mix with switches -> Stage 2's third phase again -> whole-model checkpoint. Every student stage
+#   the mix with switches -> Stage 2's third phase again, two ways, and the average of their weights ->
+#   whole-model checkpoint. Every student stage
 #   learns from the last teacher (step 2d).
 # Resumable: every `longlive-jax train` resumes from its newest checkpoint and every data file that exists
 # is kept, so running this again after an interruption continues where it stopped. Wall time of each step
@@ -79,15 +80,37 @@ step latents-switch-b4 $LL toyworld latents $W --out "$DATA/latents_f9_switch_b4
   --switch-prob 0.5 --motion-weight bounces=4
 step forced-bounce-mix $LL train configs/toyworld/forced_bounce_mix.yaml
 step streaming-long-4 $LL train configs/toyworld/streaming_long_4.yaml
+# Two more runs of that phase from the same start, and the average of their weights (the shipped DiT since
+# 2026-12-06, session 41; bounce_heavy.sh's rows mix_dmd1500, mix_dmd_b3 and soup_1500_b3): the phase run on to
+# 1500 steps (a copy of step 11's step-1000 checkpoint resumed: the learning rate is constant, so this is one
+# 1500-step run) draws motions better and held-out shapes worse; 1000 steps with bouncing prompts drawn 3x in the
+# prompt pairs draws shapes better; the half-and-half average keeps the better side of each.
+continue_run() {  # continue_run SRC_RUN STEP DST_RUN CONFIG [OVERRIDES...]: DST_RUN starts from SRC_RUN's step STEP
+  local src=$1 at=$2 dst=$3
+  shift 3
+  if [ ! -d "$dst/checkpoints" ]; then
+    mkdir -p "$dst/checkpoints.part" && cp -r "$src/checkpoints/$at" "$dst/checkpoints.part/"
+    mv "$dst/checkpoints.part" "$dst/checkpoints"
+  fi
+  $LL train "$@" run_dir="$dst"
+}
+step streaming-long-4-1500 continue_run "$RUN/streaming_long_4" 1000 "$RUN/streaming_long_4_1500" \
+  configs/toyworld/streaming_long_4.yaml steps=1500
+step prompt-pairs-b3 $LL toyworld prompts --pairs --out "$DATA/prompt_pairs_b3.npz" --num 2000 --seed 2 \
+  --motion-weight bounces=3
+step streaming-long-4-b3 $LL train configs/toyworld/streaming_long_4.yaml run_dir="$RUN/streaming_long_4_b3" \
+  data.source="$DATA/prompt_pairs_b3.npz"
+step soup python experiments/toyworld/soup.py --a "$RUN/streaming_long_4_1500/export" \
+  --b "$RUN/streaming_long_4_b3/export" --alpha 0.5 --out "$RUN/streaming_long_4_soup/export"
 python - "$RUN" > "$RUN/record.json" <<'PY'
 import json, sys, pathlib
 run = pathlib.Path(sys.argv[1])
 timing = [json.loads(l) for l in (run / "timing.jsonl").read_text().splitlines() if l.strip()]
 last = {}
-for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2", "forced_switch", "streaming_long_3", "forced_bounce_heavy", "forced_bounce_mix", "streaming_long_4"):
+for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windows", "teacher_windows_2", "ode_init", "self_forcing", "streaming_long", "streaming_long_2", "forced_switch", "streaming_long_3", "forced_bounce_heavy", "forced_bounce_mix", "streaming_long_4", "streaming_long_4_1500", "streaming_long_4_b3"):
   log = run / stage / "logs" / "metrics.jsonl"  # absent for a stage restored from artifacts/ (no logs kept)
   lines = log.read_text().splitlines() if log.exists() else []
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long_4/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_4_soup/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
