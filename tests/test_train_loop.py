@@ -396,9 +396,23 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
   order = [m.group(1) for m in re.finditer(r"configs/toyworld/(\w+)\.yaml", script)]
   assert order[:3] == ["vae", "vae_decoder", "teacher"] and order[-1].startswith("streaming_long"), order
   shipped = re.search(r"assemble --dit \"\$RUN/(\w+)/export\"", script).group(1)
-  assert (
-    f"runs/toyworld/{shipped}" == yaml.safe_load((REPO / f"configs/toyworld/{order[-1]}.yaml").read_text())["run_dir"]
-  ), f"train_all.sh ships {shipped}, not the last stage it trains ({order[-1]})"
+  # The shipped DiT is the last config's export, or the weight average (soup.py) of runs of the last config (its
+  # own run folder or one given as run_dir / continue_run's destination on a line that trains it).
+  last_run = yaml.safe_load((REPO / f"configs/toyworld/{order[-1]}.yaml").read_text())["run_dir"]
+  logical = script.replace("\\\n", " ").splitlines()  # backslash-continued lines joined
+  soup = [ln for ln in logical if "soup.py" in ln and f'--out "$RUN/{shipped}/export"' in ln]
+  if soup:
+    parts = re.findall(r'--(a|b) "\$RUN/(\w+)/export"', soup[0])
+    assert len(parts) == 2, f"train_all.sh's soup line names two exports: {soup[0]}"
+    trains = [i for i, ln in enumerate(logical) if f"configs/toyworld/{order[-1]}.yaml" in ln]
+    for _, run in parts:
+      makers = [i for i in trains if f'"$RUN/{run}"' in logical[i] or f"runs/toyworld/{run}" == last_run]
+      assert makers, f"train_all.sh averages {run}, which no line training {order[-1]}.yaml makes"
+      assert max(makers) < logical.index(soup[0]), f"train_all.sh averages {run} before it is trained"
+  else:
+    assert f"runs/toyworld/{shipped}" == last_run, (
+      f"train_all.sh ships {shipped}, not the last stage it trains ({order[-1]})"
+    )
   # the shipped model decodes with the fine-tuned decoder, whose encoder (and so every latent) is the vae step's
   vae, decoder = (yaml.safe_load((REPO / f"configs/toyworld/{n}.yaml").read_text()) for n in order[:2])
   shipped_vae = re.search(r"assemble [^\n]*--vae \"\$RUN/(\w+)/export\"", script).group(1)
