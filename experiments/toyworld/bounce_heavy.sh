@@ -88,6 +88,14 @@ done
 [ -e $RUN/streaming_long_5/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_5.yaml
 [ -e $RUN/soup_1500_b3/export/longlive_jax.json ] || python experiments/toyworld/soup.py \
   --a $RUN/bounce_mix_dmd1500/export --b $RUN/bounce_mix_dmd_b3/export --alpha 0.5 --out $RUN/soup_1500_b3/export
+# Measured after that ship: more ingredients (soup3: a third each of mix_dmd1500, mix_dmd_b3 and mix_g5_1500; soup4:
+# a quarter each of those and sl5_1000), as nested half-and-half / one-third averages.
+[ -e $RUN/soup3/export/longlive_jax.json ] || python experiments/toyworld/soup.py --a $RUN/soup_1500_b3/export \
+  --b $RUN/bounce_mix_g5_1500/export --alpha 0.3333333333 --out $RUN/soup3/export
+[ -e $RUN/soup_g5_sl5/export/longlive_jax.json ] || python experiments/toyworld/soup.py \
+  --a $RUN/bounce_mix_g5_1500/export --b $RUN/streaming_long_5/export --alpha 0.5 --out $RUN/soup_g5_sl5/export
+[ -e $RUN/soup4/export/longlive_jax.json ] || python experiments/toyworld/soup.py --a $RUN/soup_1500_b3/export \
+  --b $RUN/soup_g5_sl5/export --alpha 0.5 --out $RUN/soup4/export
 # sc and mix together: from heavy, self_context 0.5 on the mix with switches, then 1000 steps of Stage 2 (scmix_dmd).
 [ -e $RUN/forced_bounce_scmix/export/longlive_jax.json ] || $LL train configs/toyworld/forced_bounce_scmix.yaml
 [ -e $RUN/bounce_scmix_dmd/export/longlive_jax.json ] || $LL train configs/toyworld/streaming_long_3.yaml \
@@ -98,17 +106,18 @@ declare -A DIT=([step8]=$RUN/streaming_long_3/export [heavy]=$RUN/forced_bounce_
   [scmix_dmd]=$RUN/bounce_scmix_dmd/export [mix_dmd1500]=$RUN/bounce_mix_dmd1500/export
   [mix_dmd2000]=$RUN/bounce_mix_dmd2000/export [mix_dmd_b3]=$RUN/bounce_mix_dmd_b3/export
   [mix_wsd2000]=$RUN/bounce_mix_wsd2000/export [mix_g5_1500]=$RUN/bounce_mix_g5_1500/export
-  [sl5_1000]=$RUN/streaming_long_5/export [soup_1500_b3]=$RUN/soup_1500_b3/export)
+  [sl5_1000]=$RUN/streaming_long_5/export [soup_1500_b3]=$RUN/soup_1500_b3/export [soup3]=$RUN/soup3/export
+  [soup4]=$RUN/soup4/export)
 python experiments/toyworld/bounce_continuation.py --num 24 --model step8=${DIT[step8]} \
   --model heavy=${DIT[heavy]} --model mix=${DIT[mix]} --model sc=${DIT[sc]} --model heavy_dmd=${DIT[heavy_dmd]} \
   --model mix_dmd=${DIT[mix_dmd]} --model mix_dmd1000=${DIT[mix_dmd1000]} \
   --model scmix_dmd=${DIT[scmix_dmd]} --teacher teacher=$RUN/teacher/export \
   --teacher teacher_windows=$RUN/teacher_windows_2/export --out experiments/results/toyworld_bounce_continuation.json
 for v in ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd mix_dmd1500 mix_dmd2000 mix_dmd_b3 mix_wsd2000
-  mix_g5_1500 sl5_1000 soup_1500_b3}; do
+  mix_g5_1500 sl5_1000 soup_1500_b3 soup3 soup4}; do
   bash experiments/toyworld/judge_dit.sh $v ${DIT[$v]} $E
 done
 python experiments/toyworld/dit_rows.py $E experiments/results/toyworld_bounce_heavy.json \
-  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches; mix_dmd1500, mix_dmd2000: 1500 and 2000 steps from mix; mix_dmd_b3: 1000 steps from mix, bouncing prompts drawn 3x; mix_wsd2000: mix_dmd1500 run on to 2000 steps with the learning rate decayed linearly to zero over the last 500; mix_g5_1500: mix_dmd1000 run on to 1500 steps with the teacher's guidance 5 instead of 3; sl5_1000: 1000 steps from mix with the DMD teacher and critic from configs/toyworld/teacher_bounce.yaml, the teacher fine-tuned on window clips with bounces drawn 4x (configs/toyworld/streaming_long_5.yaml); soup_1500_b3: the half-and-half weight average of mix_dmd1500 and mix_dmd_b3 (experiments/toyworld/soup.py), the shipped DiT since 2026-12-06, session 41); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
+  "the forced stage from the shipped DiT on bounce-heavy window clips (heavy: configs/toyworld/forced_bounce_heavy.yaml, 2000 steps at 5e-5, ~80% bouncing clips, the true past), then on the usual mix with bounces drawn 4x and half the clips switching (mix: forced_bounce_mix.yaml, 1000 steps at 3e-5), or on clips with bounces drawn 4x and no switches, half the blocks' past its own estimate (sc: forced_bounce_sc.yaml, 1000 steps at 3e-5, self_context 0.5), or 500 steps of Stage 2's third phase (heavy_dmd: streaming_long_3.yaml from heavy; mix_dmd: from mix; mix_dmd1000: 1000 steps from mix, the shipped DiT since 2026-12-06; scmix_dmd: 1000 steps from scmix, forced_bounce_scmix.yaml: self_context 0.5 on the mix with switches; mix_dmd1500, mix_dmd2000: 1500 and 2000 steps from mix; mix_dmd_b3: 1000 steps from mix, bouncing prompts drawn 3x; mix_wsd2000: mix_dmd1500 run on to 2000 steps with the learning rate decayed linearly to zero over the last 500; mix_g5_1500: mix_dmd1000 run on to 1500 steps with the teacher's guidance 5 instead of 3; sl5_1000: 1000 steps from mix with the DMD teacher and critic from configs/toyworld/teacher_bounce.yaml, the teacher fine-tuned on window clips with bounces drawn 4x (configs/toyworld/streaming_long_5.yaml); soup_1500_b3: the half-and-half weight average of mix_dmd1500 and mix_dmd_b3 (experiments/toyworld/soup.py), the shipped DiT since 2026-12-06, session 41; soup3: a third each of mix_dmd1500, mix_dmd_b3 and mix_g5_1500; soup4: a quarter each of those and sl5_1000; measured after the ship, not shipped); each decoded by the shipped decoder; 100 seen prompts and the held-out combinations (the evidence table's), 10-s videos; val = another 100 prompts and noise (seeds 777, 20000); probe = forced_student.py (48 clips of 21 latents; bounce_probe: 24 bouncing clips); switch = the ablations' switch/recache row" \
   "bash experiments/toyworld/bounce_heavy.sh" ${MODELS:-heavy mix sc heavy_dmd mix_dmd mix_dmd1000 scmix_dmd \
-  mix_dmd1500 mix_dmd2000 mix_dmd_b3 mix_wsd2000 mix_g5_1500 sl5_1000 soup_1500_b3}
+  mix_dmd1500 mix_dmd2000 mix_dmd_b3 mix_wsd2000 mix_g5_1500 sl5_1000 soup_1500_b3 soup3 soup4}
