@@ -402,8 +402,8 @@ def test_train_all_feeds_each_stage_what_an_earlier_step_made():
   logical = script.replace("\\\n", " ").splitlines()  # backslash-continued lines joined
   soup = [ln for ln in logical if "soup.py" in ln and f'--out "$RUN/{shipped}/export"' in ln]
   if soup:
-    parts = re.findall(r'--(a|b) "\$RUN/(\w+)/export"', soup[0])
-    assert len(parts) == 2, f"train_all.sh's soup line names two exports: {soup[0]}"
+    parts = re.findall(r'--(a|b|mix) "\$RUN/(\w+)/export(?:=[\d.]+)?"', soup[0])
+    assert len(parts) >= 2, f"train_all.sh's soup line names fewer than two exports: {soup[0]}"
     trains = [i for i, ln in enumerate(logical) if f"configs/toyworld/{order[-1]}.yaml" in ln]
     for _, run in parts:
       makers = [i for i in trains if f'"$RUN/{run}"' in logical[i] or f"runs/toyworld/{run}" == last_run]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "experiments" / "toyworld"))
@@ -70,6 +71,36 @@ def test_soup_is_the_weighted_average_of_two_exports(tmp_path, monkeypatch):
   assert info["meta"]["stage"] == "a" and info["meta"]["soup"]["alpha"] == 0.25
   for x, y, z in zip(jax.tree.leaves(pa), jax.tree.leaves(pb), jax.tree.leaves(ps), strict=True):
     np.testing.assert_allclose(np.asarray(z), 0.75 * np.asarray(x) + 0.25 * np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
+def test_soup_mix_is_the_weighted_mean_of_several_exports(tmp_path, monkeypatch):
+  cfg = tiny_config().replace(dtype="float32")
+  ps_in = [params_of(init_model(cfg, seed=s)) for s in (1, 2, 3)]
+  for name, p in zip("abc", ps_in, strict=True):
+    checkpoint.save(tmp_path / name, cfg=cfg, params=p, meta={"stage": name})
+  mix = ["--mix", str(tmp_path / "a"), "--mix", f"{tmp_path / 'b'}=2", "--mix", f"{tmp_path / 'c'}=1"]
+  monkeypatch.setattr(sys, "argv", ["soup.py", *mix, "--out", str(tmp_path / "s")])
+  assert soup.main() == 0
+  _, ps, _, info = checkpoint.load(tmp_path / "s", dtype="float32")
+  assert info["meta"]["stage"] == "a"
+  assert [w for _, w in info["meta"]["soup"]["mix"]] == [0.25, 0.5, 0.25]
+  for x, y, z, out in zip(*(jax.tree.leaves(p) for p in (*ps_in, ps)), strict=True):
+    want = 0.25 * np.asarray(x) + 0.5 * np.asarray(y) + 0.25 * np.asarray(z)
+    np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6, atol=1e-7)
+
+
+def test_soup_mix_rejects_bad_weights_and_mixed_forms(tmp_path, monkeypatch, capsys):
+  for argv, said in (
+    (["--mix", "a=x", "--mix", "b"], "must be a number"),
+    (["--mix", "a=0", "--mix", "b"], "must be > 0"),
+    (["--mix", "a"], "at least two"),
+    (["--mix", "a", "--mix", "b", "--alpha", "0.5"], "either --mix"),
+  ):
+    monkeypatch.setattr(sys, "argv", ["soup.py", *argv, "--out", str(tmp_path / "s")])
+    with pytest.raises(SystemExit) as e:
+      soup.main()
+    assert e.value.code == 2 and said in capsys.readouterr().err, argv
+  assert not (tmp_path / "s").exists()
 
 
 def test_soup_refuses_exports_of_different_models(tmp_path, monkeypatch, capsys):

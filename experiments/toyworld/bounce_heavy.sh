@@ -63,19 +63,14 @@ done
 # mix_dmd1000's step-1000 checkpoint run on to 1500), a teacher fine-tuned on bouncing clips (sl5_1000:
 # teacher_bounce.yaml, then streaming_long_5.yaml), and the average of mix_dmd1500 and mix_dmd_b3 (soup_1500_b3: the
 # shipped DiT since then; train_all.sh's steps streaming-long-4-1500, -b3 and soup).
-copy_run() {  # copy_run SRC_RUN STEP DST_RUN: DST_RUN starts from SRC_RUN's checkpoint at STEP
-  [ -d $3/checkpoints ] || { mkdir -p $3/checkpoints.part && cp -r $1/checkpoints/$2 $3/checkpoints.part/ &&
-    mv $3/checkpoints.part $3/checkpoints; }
-}
+. experiments/toyworld/run_helpers.sh  # continue_run SRC_RUN STEP DST_RUN CONFIG [OVERRIDES...]
 if [ ! -e $RUN/bounce_mix_wsd2000/export/longlive_jax.json ]; then
-  copy_run $RUN/bounce_mix_dmd1500 1500 $RUN/bounce_mix_wsd2000
-  $LL train configs/toyworld/streaming_long_3.yaml model.checkpoint=$RUN/forced_bounce_mix/export \
-    run_dir=$RUN/bounce_mix_wsd2000 steps=2000 optim.decay_start=1500 optim.decay_steps=500
+  continue_run $RUN/bounce_mix_dmd1500 1500 $RUN/bounce_mix_wsd2000 configs/toyworld/streaming_long_3.yaml \
+    model.checkpoint=$RUN/forced_bounce_mix/export steps=2000 optim.decay_start=1500 optim.decay_steps=500
 fi
 if [ ! -e $RUN/bounce_mix_g5_1500/export/longlive_jax.json ]; then
-  copy_run $RUN/bounce_mix_dmd1000 1000 $RUN/bounce_mix_g5_1500
-  $LL train configs/toyworld/streaming_long_3.yaml model.checkpoint=$RUN/forced_bounce_mix/export \
-    run_dir=$RUN/bounce_mix_g5_1500 steps=1500 options.guidance_scale=5.0
+  continue_run $RUN/bounce_mix_dmd1000 1000 $RUN/bounce_mix_g5_1500 configs/toyworld/streaming_long_3.yaml \
+    model.checkpoint=$RUN/forced_bounce_mix/export steps=1500 options.guidance_scale=5.0
 fi
 [ -e $RUN/data/latents_f9_teacher_b4.npz ] || $LL toyworld latents --vae $RUN/vae/export --latent-frames 9 \
   --centre-fraction 0 --lead-in 128 --out $RUN/data/latents_f9_teacher_b4.npz --num 3000 --seed 23 \

@@ -85,15 +85,7 @@ step streaming-long-4 $LL train configs/toyworld/streaming_long_4.yaml
 # 1500 steps (a copy of step 11's step-1000 checkpoint resumed: the learning rate is constant, so this is one
 # 1500-step run) draws motions better and held-out shapes worse; 1000 steps with bouncing prompts drawn 3x in the
 # prompt pairs draws shapes better; the half-and-half average keeps the better side of each.
-continue_run() {  # continue_run SRC_RUN STEP DST_RUN CONFIG [OVERRIDES...]: DST_RUN starts from SRC_RUN's step STEP
-  local src=$1 at=$2 dst=$3
-  shift 3
-  if [ ! -d "$dst/checkpoints" ]; then
-    mkdir -p "$dst/checkpoints.part" && cp -r "$src/checkpoints/$at" "$dst/checkpoints.part/"
-    mv "$dst/checkpoints.part" "$dst/checkpoints"
-  fi
-  $LL train "$@" run_dir="$dst"
-}
+. experiments/toyworld/run_helpers.sh  # continue_run SRC_RUN STEP DST_RUN CONFIG [OVERRIDES...]
 step streaming-long-4-1500 continue_run "$RUN/streaming_long_4" 1000 "$RUN/streaming_long_4_1500" \
   configs/toyworld/streaming_long_4.yaml steps=1500
 step prompt-pairs-b3 $LL toyworld prompts --pairs --out "$DATA/prompt_pairs_b3.npz" --num 2000 --seed 2 \
