@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+import evaluate as xev  # noqa: E402  (experiments/toyworld/evaluate.py: the prompt sets and their seeds)
 
 SETS = {  # name -> (number of prompts, prompt seed or None for the held-out combinations, noise seed)
   "val": (100, 777, 20_000),
   "val300": (300, 778, 30_000),
-  "seen": (100, 4242, 10_000),
-  "held_out": (None, None, 10_000),
+  "seen": (100, xev.PROMPT_SEED, xev.NOISE_SEED),  # the evidence table's
+  "held_out": (None, None, xev.NOISE_SEED),
 }
 
 
@@ -83,8 +84,6 @@ def main() -> int:
   ap.add_argument("--set", choices=sorted(SETS), default="val")
   ap.add_argument("--out", required=True)
   a = ap.parse_args()
-  import evaluate as xev
-
   from longlive_jax.stream import noise as noise_mod
   from longlive_jax.toyworld import evaluate as ev
 
