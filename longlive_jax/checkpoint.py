@@ -200,12 +200,13 @@ def native_latent_size(info: Mapping[str, Any]) -> tuple[int, int] | None:
   return int(native[0]) // stride, int(native[1]) // stride
 
 
-STREAM_DEFAULTS = {"block_frames": 3, "sink_frames": 3, "window_frames": 12}  # LongLive's inference settings
+STREAM_DEFAULTS = {"block_frames": 3, "sink_frames": 3, "window_frames": 12, "rope_horizon": 0}  # LongLive's
 
 
 def trained_stream(info: Mapping[str, Any]) -> dict[str, int]:
-  """``{block_frames, sink_frames, window_frames}`` a checkpoint was trained to stream with (``read_meta`` output):
-  its metadata's ``stream`` entry (written by ``toyworld assemble``), else LongLive's (3, 3, 12). Streaming with
-  a wider window than the model was trained with shows it context it never saw."""
+  """``{block_frames, sink_frames, window_frames, rope_horizon}`` a checkpoint streams best with (``read_meta``
+  output): its metadata's ``stream`` entry (written by ``toyworld assemble``), else LongLive's (3, 3, 12, and
+  absolute positions: horizon 0). Streaming with a wider window than the model was trained with shows it context
+  it never saw; the horizon (see :class:`longlive_jax.stream.cache.StreamSpec`) is measured per model."""
   stream = (info.get("meta") or {}).get("stream") or {}
   return {k: int(stream.get(k, v)) for k, v in STREAM_DEFAULTS.items()}

@@ -69,6 +69,12 @@ def _add_stream_options(p) -> None:
     "--relative-rope", action="store_true", help="infinity mode: RoPE relative to the window, no 1024-frame limit"
   )
   p.add_argument(
+    "--rope-horizon",
+    type=int,
+    help="absolute RoPE positions up to this latent frame, then the window's geometry kept (the sink no farther "
+    "away; no length limit); 0: absolute positions (default: the checkpoint's, else 0)",
+  )
+  p.add_argument(
     "--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass, 0 to 1000 (default 0)"
   )
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
@@ -126,6 +132,8 @@ def apply_trained_stream(a, info: dict) -> None:
   for arg, key in (("block_frames", "block_frames"), ("sink", "sink_frames"), ("window", "window_frames")):
     if getattr(a, arg, None) is None:
       setattr(a, arg, trained[key])
+  if getattr(a, "rope_horizon", None) is None:  # --relative-rope asks for the other way to bound positions
+    a.rope_horizon = 0 if getattr(a, "relative_rope", False) else trained["rope_horizon"]
 
 
 def enable_compile_cache() -> None:
@@ -168,6 +176,7 @@ class _Model:
       sink_frames=a.sink,
       window_frames=a.window,
       relative_rope=a.relative_rope,
+      rope_horizon=a.rope_horizon,
       global_sink=not getattr(a, "no_global_sink", False),
       switch_mode=getattr(a, "switch_mode", "recache"),
       context_noise=a.context_noise,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -169,9 +170,16 @@ def test_bad_prompt_scripts(tmp_path):
 @pytest.mark.parametrize(
   "stream, given, want",
   [
-    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {}, (3, 2, 9)),
-    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {"window": 6, "sink": 1}, (3, 1, 6)),
-    (None, {}, (3, 3, 12)),  # a converted LongLive checkpoint: LongLive's inference settings
+    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {}, (3, 2, 9, 0)),
+    ({"block_frames": 3, "sink_frames": 2, "window_frames": 9}, {"window": 6, "sink": 1}, (3, 1, 6, 0)),
+    (None, {}, (3, 3, 12, 0)),  # a converted LongLive checkpoint: LongLive's inference settings
+    ({"block_frames": 3, "sink_frames": 3, "window_frames": 9, "rope_horizon": 21}, {}, (3, 3, 9, 21)),
+    ({"block_frames": 3, "sink_frames": 3, "window_frames": 9, "rope_horizon": 21}, {"rope_horizon": 0}, (3, 3, 9, 0)),
+    (  # infinity mode asked for: the checkpoint's horizon is not forced on it
+      {"block_frames": 3, "sink_frames": 3, "window_frames": 9, "rope_horizon": 21},
+      {"relative_rope": True},
+      (3, 3, 9, 0),
+    ),
   ],
 )
 def test_stream_settings_default_to_what_the_checkpoint_was_trained_with(monkeypatch, stream, given, want):
@@ -185,9 +193,34 @@ def test_stream_settings_default_to_what_the_checkpoint_was_trained_with(monkeyp
   monkeypatch.setattr(checkpoint, "read_meta", lambda path: meta)
   monkeypatch.setattr(checkpoint, "native_latent_size", lambda info: (16, 16))
   a = argparse.Namespace(
-    checkpoint="ckpt", height=None, width=None, fps=None, block_frames=None, sink=None, window=None
-  )
+    checkpoint="ckpt", height=None, width=None, fps=None, block_frames=None, sink=None, window=None,
+    rope_horizon=None, relative_rope=False,
+  )  # fmt: skip
   for k, v in given.items():
     setattr(a, k, v)
   cli_stream._resolve_checkpoint(a)
-  assert (a.block_frames, a.sink, a.window) == want and (a.height, a.width, a.fps) == (16, 16, 16.0)
+  assert (a.block_frames, a.sink, a.window, a.rope_horizon) == want and (a.height, a.width, a.fps) == (16, 16, 16.0)
+
+
+@pytest.mark.parametrize(
+  "extra, message",
+  [
+    (["--rope-horizon", "6"], "--rope-horizon 6: must be 0 (absolute positions) or at least --window (9)"),
+    (["--rope-horizon", "12", "--relative-rope"], "--relative-rope and --rope-horizon 12 both bound the positions"),
+  ],
+)
+def test_bad_rope_horizon_is_named(setup, capsys, extra, message):
+  root, ckpt, _, _ = setup
+  args = ["generate", str(root / "p0.npy"), "--checkpoint", str(ckpt), "--frames", "6", *SIZE]
+  assert cli.main([*args, "--out", str(root / "h.npz"), *extra]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err, err
+
+
+def test_a_rope_horizon_lifts_the_length_limit_of_absolute_positions():
+  opts = srun.StreamOptions(frames=2400, window_frames=9, rope_horizon=21)
+  srun.check_length(opts, 1024)  # positions stay below 24
+  with pytest.raises(srun.StreamInputError, match="or --rope-horizon N"):
+    srun.check_length(dataclasses.replace(opts, rope_horizon=0), 1024)
+  spec = opts.spec()
+  assert spec.relative_rope and spec.rope_horizon == 21

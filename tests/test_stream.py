@@ -14,6 +14,7 @@ from longlive_jax.model.wan import block_causal_mask, init_model
 from longlive_jax.schedule import sigma_at
 from longlive_jax.stream import engine
 from longlive_jax.stream.cache import StreamSpec
+from longlive_jax.stream.cache import view as cache_view
 from longlive_jax.stream.driver import SWITCH_MODES, Streamer, Switch
 from longlive_jax.stream.noise import BlockShape, GivenNoise, KeyNoise
 
@@ -33,7 +34,7 @@ def _model(cfg, seed):
   return model
 
 
-def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W, pos=False):
+def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W, pos=False, horizon=0):
   cfg = tiny_config(
     patch_size=(1, patch, patch),
     pos_grid=(h // patch, w // patch) if pos else (0, 0),
@@ -45,7 +46,8 @@ def _setup(window=9, sink=3, relative=False, seed=0, patch=2, h=H, w=W, pos=Fals
     sink_frames=sink,
     window_frames=window,
     tokens_per_frame=(h // patch) * (w // patch),
-    relative_rope=relative,
+    relative_rope=relative or bool(horizon),
+    rope_horizon=horizon,
   )
   return cfg, Streamer(model, spec)
 
@@ -58,9 +60,9 @@ def _draws(cfg, nb, seed=1, h=H, w=W):
   return noise, renoise, ctx
 
 
-@pytest.mark.parametrize("relative", [False, True])
-def test_scan_equals_python_loop(relative):
-  cfg, st = _setup(relative=relative)
+@pytest.mark.parametrize("relative, horizon", [(False, 0), (True, 0), (True, 9)])
+def test_scan_equals_python_loop(relative, horizon):
+  cfg, st = _setup(relative=relative, horizon=horizon)
   nb = 6
   noise, renoise, ctx = _draws(cfg, nb)
   loop = np.concatenate([np.asarray(x0) for _, x0, _ in st.stream(noise, renoise, [ctx])], axis=1)
@@ -263,9 +265,65 @@ def test_absolute_rope_length_guard_and_relative_mode_beyond_it():
   assert len(out) == 4 and np.all(np.isfinite(out[-1]))
 
 
+def _x0s(st, noise, renoise, contexts, switches=()):
+  return np.concatenate([np.asarray(x) for _, x, _ in st.stream(noise, renoise, contexts, switches)], axis=1)
+
+
+def test_rope_horizon_keeps_absolute_positions_up_to_it_and_then_freezes_the_geometry(monkeypatch):
+  """Up to the horizon a stream is the absolute-RoPE one (learned frame positions included); past it only the
+  sink stays where it was: the sink's keys sit at their own positions, every later frame ``next - P`` earlier."""
+  cfg, st_abs = _setup(pos=True)
+  noise, renoise, ctx = _draws(cfg, 8)
+  absolute = _x0s(st_abs, noise, renoise, [ctx])
+  _, st_far = _setup(pos=True, horizon=1000)
+  np.testing.assert_allclose(_x0s(st_far, noise, renoise, [ctx]), absolute, atol=1e-5)
+  _, st_h = _setup(pos=True, horizon=12)
+  near = _x0s(st_h, noise, renoise, [ctx])
+  np.testing.assert_allclose(near[:, :15], absolute[:, :15], atol=1e-5)  # blocks starting at frames 0..12
+  assert np.max(np.abs(near[:, 15:] - absolute[:, 15:])) > 1e-3  # past it the sink is nearer
+  # the positions a call at frame 21 sees: sink 0-2 as they were, ring frames 15-20 -> 15-9 .. 20-9
+  cache = st_h.init_cache(batch=1)
+  spec = st_h.spec
+  cache = cache.replace(
+    frame=jnp.asarray([0, 1, 2, 18, 19, 20], jnp.int32)[: spec.num_slots], next_frame=jnp.asarray(21, jnp.int32)
+  )
+  *_, pos, _ = cache_view(cache, spec)
+  np.testing.assert_array_equal(np.asarray(pos), [0, 1, 2, 9, 10, 11])
+  assert int(engine._query_pos(cache, spec, 3, jnp.asarray(6))[0]) == 12
+  # a recache at S = 21 rewrites frames 15-20 (the sink kept) at the positions the next block will see them at
+  seen = []
+  call = engine.call
+
+  def spy(*args, frame_pos=None, **kw):
+    seen.append(np.asarray(frame_pos))
+    return call(*args, frame_pos=frame_pos, **kw)
+
+  monkeypatch.setattr(engine, "call", spy)
+  lat = jnp.asarray(noise[:, 12:21])
+  engine.recache(_model(cfg, seed=0), cache, lat, cross=st_h.encode(ctx), spec=spec, switch_frame=21)
+  np.testing.assert_array_equal(seen[-1], [6, 7, 8, 9, 10, 11])
+
+
+@pytest.mark.parametrize("switch", [None, 15])
+def test_rope_horizon_without_a_sink_is_a_uniform_shift(switch):
+  """With no sink every cached frame and the block move back together, and RoPE only sees differences: a model
+  without learned positions streams exactly as with absolute RoPE, prompt switches and their recache included
+  (which checks that cache, block and recache positions agree)."""
+  cfg, st_abs = _setup(sink=0, window=6)
+  _, st_h = _setup(sink=0, window=6, horizon=6)
+  noise, renoise, ctx = _draws(cfg, 8)
+  ctx2 = ctx[:, ::-1]
+  args = ([ctx], ()) if switch is None else ([ctx, ctx2], [Switch(switch, 1)])
+  np.testing.assert_allclose(_x0s(st_h, noise, renoise, *args), _x0s(st_abs, noise, renoise, *args), atol=2e-5)
+
+
 def test_bad_stream_inputs():
   with pytest.raises(ValueError, match="window_frames"):
     StreamSpec(block_frames=3, sink_frames=3, window_frames=6)
+  with pytest.raises(ValueError, match="rope_horizon 12 needs relative_rope"):
+    StreamSpec(block_frames=3, sink_frames=3, window_frames=9, rope_horizon=12)
+  with pytest.raises(ValueError, match="at least window_frames"):
+    StreamSpec(block_frames=3, sink_frames=3, window_frames=9, relative_rope=True, rope_horizon=6)
   cfg, st = _setup()
   noise, renoise, ctx = _draws(cfg, 2)
   with pytest.raises(ValueError, match="multiple of the block size"):

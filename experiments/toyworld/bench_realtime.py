@@ -32,7 +32,7 @@ import numpy as np
 PROMPT = "a red circle moves right on a blue background"
 
 
-def steady(ckpt: str, blocks: int) -> dict:
+def steady(ckpt: str, blocks: int, rope_horizon: int | None = None) -> dict:
   from longlive_jax import checkpoint, pipeline
   from longlive_jax.stream import run as srun
   from longlive_jax.stream.noise import BlockShape, KeyNoise
@@ -41,7 +41,10 @@ def steady(ckpt: str, blocks: int) -> dict:
   info = checkpoint.read_meta(ckpt)
   meta = info["meta"]
   h, w = checkpoint.native_latent_size(info)  # pixels / the VAE's stride
-  opts = srun.StreamOptions(frames=3 * blocks, height=h, width=w, **checkpoint.trained_stream(info))  # as `generate`
+  stream = checkpoint.trained_stream(info)  # as `generate`
+  if rope_horizon is not None:
+    stream["rope_horizon"] = rope_horizon
+  opts = srun.StreamOptions(frames=3 * blocks, height=h, width=w, **stream)
   st = srun.load_streamer(ckpt, opts)
   ctx = pipeline.TextEncoder(ckpt, text_len=st.cfg.text_len)([PROMPT])
   vae = pipeline.load_vae(ckpt)
@@ -65,6 +68,7 @@ def steady(ckpt: str, blocks: int) -> dict:
     "video_fps_median": statistics.median(per_block),
     "video_fps_mean": sum(frames[5:]) / sum(body),
     "resolution": meta["native_resolution"],
+    "rope_horizon": opts.rope_horizon,
   }
 
 
@@ -80,6 +84,11 @@ def main() -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--checkpoint", help="whole-model checkpoint (default: the shipped toy-world model)")
   ap.add_argument("--blocks", type=int, default=60)
+  ap.add_argument(
+    "--compare-horizon",
+    type=int,
+    help="also time the steady rate with this RoPE horizon (0: absolute positions), right after the checkpoint's own",
+  )
   ap.add_argument("--out", required=True)
   a = ap.parse_args()
   from longlive_jax.toyworld.model import default_checkpoint
@@ -93,6 +102,8 @@ def main() -> int:
     "steady": steady(ckpt, a.blocks),
     "time_to_first_frame": ttff,
   }
+  if a.compare_horizon is not None:
+    res["steady_compared"] = steady(ckpt, a.blocks, a.compare_horizon)
   Path(a.out).parent.mkdir(parents=True, exist_ok=True)
   Path(a.out).write_text(json.dumps(res, indent=2))
   s = res["steady"]
@@ -100,6 +111,11 @@ def main() -> int:
     f"steady: {s['video_fps_median']:.1f} video frames/s (median block {s['median_block_ms']:.0f} ms, 12 frames); "
     f"first frame: {ttff['first_run_s']:.1f} s (cold), {ttff['second_run_s']:.1f} s (cached)"
   )
+  if "steady_compared" in res:
+    c = res["steady_compared"]
+    print(
+      f"rope horizon {c['rope_horizon']}: {c['video_fps_median']:.1f} video frames/s (median block {c['median_block_ms']:.0f} ms)"
+    )
   return 0 if np.isfinite(s["video_fps_median"]) else 1
 
 

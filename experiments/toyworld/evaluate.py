@@ -23,6 +23,7 @@ resumes; ``--rows`` limits what runs. The judge: :mod:`longlive_jax.toyworld.jud
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -64,19 +65,36 @@ def prompt_sets(n_seen: int, *, seed: int = PROMPT_SEED) -> dict[str, list[str]]
 
 
 def run_row(
-  name: str, dit: str, vae: str, prompts: list[str], *, latent_frames: int, teacher: bool, seed: int = NOISE_SEED
+  name: str,
+  dit: str,
+  vae: str,
+  prompts: list[str],
+  *,
+  latent_frames: int,
+  teacher: bool,
+  seed: int = NOISE_SEED,
+  whole_model: bool = False,
 ) -> dict:
+  """One row. A stage's export streams as it was trained (sink 3, window 9, absolute positions); a whole-model
+  checkpoint (``whole_model``) as ``generate`` streams it (its metadata's settings, e.g. its RoPE horizon)."""
   from longlive_jax.toyworld import evaluate as ev
 
+  settings = ev.checkpoint_settings(dit) if whole_model else ev.StreamSettings()
   model, vae_m, enc = ev.load_models(dit, vae)
   t0 = time.perf_counter()
   if teacher:
     videos, timing = ev.teacher_videos(model, vae_m, enc, prompts, latent_frames=latent_frames, seed=seed)
   else:
-    videos, timing = ev.causal_videos(model, vae_m, enc, [[p] for p in prompts], latent_frames=latent_frames, seed=seed)
+    videos, timing = ev.causal_videos(
+      model, vae_m, enc, [[p] for p in prompts], latent_frames=latent_frames, seed=seed, settings=settings
+    )
   res = ev.score(videos, [[p] for p in prompts])
   res.update(
-    name=name, latent_frames=latent_frames, generate_seconds=timing["seconds"], total_seconds=time.perf_counter() - t0
+    name=name,
+    settings=dataclasses.asdict(settings) if not teacher else None,
+    latent_frames=latent_frames,
+    generate_seconds=timing["seconds"],
+    total_seconds=time.perf_counter() - t0,
   )
   return res
 
@@ -124,7 +142,10 @@ def main() -> int:
     if wanted is not None and name not in wanted:
       continue
     print(f"== {name}: {len(prompts)} videos of {length} latent frames", flush=True)
-    res = run_row(name, dit, vae_ck, prompts, latent_frames=length, teacher=teacher, seed=a.noise_seed)
+    res = run_row(
+      name, dit, vae_ck, prompts, latent_frames=length, teacher=teacher, seed=a.noise_seed,
+      whole_model=name.startswith("shipped/"),
+    )  # fmt: skip
     path.write_text(json.dumps(res))
     results[name] = res
     acc = res["accuracy"]

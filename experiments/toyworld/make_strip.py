@@ -37,7 +37,10 @@ def main() -> int:
 
   ckpt = a.checkpoint or str(default_checkpoint())
   dit, vae, enc = ev.load_models(ckpt, ckpt)
-  video, _ = ev.causal_videos(dit, vae, enc, [PROMPTS], latent_frames=a.frames, switch_frames=SWITCHES, seed=a.seed)
+  settings = ev.checkpoint_settings(ckpt)  # as `interactive` streams it (its RoPE horizon included)
+  video, _ = ev.causal_videos(
+    dit, vae, enc, [PROMPTS], latent_frames=a.frames, switch_frames=SWITCHES, seed=a.seed, settings=settings
+  )
   video = video[0]
   vf = [latent_to_video_frame(s) for s in SWITCHES]
   truth = render(Scene.from_prompts(PROMPTS, seed=a.seed, switch_frames=vf), len(video))

@@ -53,8 +53,10 @@ def eval_tables(res: dict) -> str:
     r = res.get(key)
     if r is not None:
       acc = " | ".join(pct(r["accuracy"][a]) for a in ATTRS)
+      horizon = (r.get("settings") or {}).get("rope_horizon")
+      how = f", RoPE horizon {horizon}" if horizon else ""
       out.append(
-        f"| shipped model (that DiT, the decoder fine-tuned on noisy latents) | {key.split('/')[1]} ({r['videos']}) | {what} | {acc} | "
+        f"| shipped model (that DiT, the decoder fine-tuned on noisy latents{how}) | {key.split('/')[1]} ({r['videos']}) | {what} | {acc} | "
         f"{r['quality_first']:.3f} / {r['quality_last']:.3f} |"
       )
   text = "\n".join(out)

@@ -53,7 +53,7 @@ def parse_variant(text: str):
         kw[name] = tuple(int(t) for t in value.split(":"))
       elif name == "switch_mode":
         kw[name] = value
-      elif name == "global_sink":
+      elif name in ("global_sink", "relative_rope"):
         kw[name] = {"0": False, "1": True}[value]
       else:
         kw[name] = int(value)
@@ -96,9 +96,11 @@ def main() -> int:
   out = Path(a.out)
   rows = json.loads(out.read_text()) if out.exists() else {}
   for settings in a.variant:
-    name = json.dumps(
-      {"model": a.model, **dataclasses.asdict(settings), "renoise_scale": a.renoise_scale, "set": a.set}
-    )
+    fields = dataclasses.asdict(settings)
+    for added in ("relative_rope", "rope_horizon"):  # added later: older rows keep the keys they were written with
+      if not fields[added]:
+        del fields[added]
+    name = json.dumps({"model": a.model, **fields, "renoise_scale": a.renoise_scale, "set": a.set})
     if name in rows:
       continue
     t0 = time.perf_counter()

@@ -105,4 +105,4 @@ for stage in ("vae", "vae_decoder", "teacher", "teacher_uniform", "teacher_windo
   last[stage] = json.loads(lines[-1]) if lines else {}
 print(json.dumps({"training": {"timing": timing, "total_seconds": sum(t["seconds"] for t in timing), "last_metrics": last}}))
 PY
-$LL toyworld assemble --dit "$RUN/streaming_long_4_soup/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --overwrite
+$LL toyworld assemble --dit "$RUN/streaming_long_4_soup/export" --vae "$RUN/vae_decoder/export" --out "$OUT" --meta "$RUN/record.json" --rope-horizon 15 --overwrite

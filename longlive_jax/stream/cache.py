@@ -39,6 +39,13 @@ class StreamSpec:
     window_frames: ``local_attn_size``: frames a block attends to, incl. sink and itself (12).
     tokens_per_frame: (H / 2) * (W / 2) (1560 at 480x832).
     relative_rope: "infinity" mode: raw keys in the cache, positions re-applied per call.
+    rope_horizon: with ``relative_rope``, ``P > 0`` replaces the window-relative positions: every frame keeps
+      its absolute position until a call starts past frame ``P``; from then on the frames after the sink are
+      shifted back by ``next_frame - P`` (the call's block always sits at ``P``) while the sink frames keep
+      theirs. Why: with absolute RoPE the sink's distance grows without end, and a DiT with few frame
+      frequencies (the toy world's head size 32: 6 of them, periods 6.3 and 29 frames) sees the sink
+      alias as recent frames at some distances (latents 25-32 there). The horizon freezes the geometry
+      of one block the model was trained on, where infinity mode freezes that of the third block.
   """
 
   block_frames: int = 3
@@ -46,6 +53,7 @@ class StreamSpec:
   window_frames: int = 12
   tokens_per_frame: int = 1560
   relative_rope: bool = False
+  rope_horizon: int = 0
 
   def __post_init__(self):
     if self.block_frames < 1 or self.sink_frames < 0:
@@ -54,6 +62,11 @@ class StreamSpec:
       raise ValueError(
         f"window_frames ({self.window_frames}) must exceed sink_frames + block_frames "
         f"({self.sink_frames} + {self.block_frames}) so that at least one past frame is attended"
+      )
+    if self.rope_horizon and (not self.relative_rope or self.rope_horizon < self.window_frames):
+      raise ValueError(
+        f"rope_horizon {self.rope_horizon} needs relative_rope (raw cached keys) and at least window_frames "
+        f"({self.window_frames}); 0 turns it off"
       )
 
   @property
@@ -114,11 +127,16 @@ def write_frames(
   return cache.replace(k=k, v=v, frame=fr)
 
 
+def horizon_shift(spec: StreamSpec, next_frame: Array) -> Array:
+  """How far :attr:`StreamSpec.rope_horizon` moves the non-sink frames back for a call starting at ``next_frame``."""
+  return jnp.maximum(jnp.asarray(next_frame, jnp.int32) - spec.rope_horizon, 0)
+
+
 def view(cache: KVCache, spec: StreamSpec, *, slot_mask: Array | None = None):
   """What a call attends to: ``(k, v, valid [B, slots*tpf], frame_pos [slots] | None, num_valid)``.
 
   ``frame_pos`` (relative mode only) is each slot's rank among valid frames in time order,
-  i.e. upstream's window-relative position. ``slot_mask`` restricts the view further.
+  i.e. upstream's window-relative position (with ``rope_horizon``: see :class:`StreamSpec`). ``slot_mask`` restricts the view further.
   """
   valid_slot = cache.frame >= 0
   if slot_mask is not None:
@@ -129,7 +147,10 @@ def view(cache: KVCache, spec: StreamSpec, *, slot_mask: Array | None = None):
   )
   num_valid = jnp.sum(valid_slot.astype(jnp.int32))
   pos = None
-  if spec.relative_rope:
+  if spec.relative_rope and spec.rope_horizon:
+    shift = horizon_shift(spec, cache.next_frame)
+    pos = jnp.where(valid_slot, jnp.where(cache.frame >= spec.sink_frames, cache.frame - shift, cache.frame), 0)
+  elif spec.relative_rope:
     earlier = (cache.frame[None, :] < cache.frame[:, None]) & valid_slot[None, :]  # [slots, slots]
     pos = jnp.where(valid_slot, jnp.sum(earlier.astype(jnp.int32), axis=1), 0)
   return cache.k, cache.v, valid, pos, num_valid

@@ -152,8 +152,12 @@ class Streamer:
 
   @property
   def max_frames(self) -> int | None:
-    """Longest video the RoPE tables allow: ``rope_max_len`` frames with absolute RoPE, unbounded in relative mode."""
-    return None if self.spec.relative_rope else self.cfg.rope_max_len
+    """Longest video the RoPE tables allow: ``rope_max_len`` frames with absolute RoPE, unbounded in relative mode
+    and with a RoPE horizon inside the table (positions then never pass the horizon's block)."""
+    spec = self.spec
+    if spec.relative_rope and spec.rope_horizon + spec.block_frames <= self.cfg.rope_max_len:
+      return None
+    return self.cfg.rope_max_len
 
   def check_length(self, num_frames: int) -> None:
     if self.max_frames is not None and num_frames > self.max_frames:

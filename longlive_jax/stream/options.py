@@ -42,6 +42,7 @@ class StreamOptions:
   sink_frames: int = 3
   window_frames: int = 12
   relative_rope: bool = False
+  rope_horizon: int = 0  # > 0: absolute RoPE until this frame, then the geometry frozen (StreamSpec.rope_horizon)
   global_sink: bool = True
   switch_mode: str = "recache"
   context_noise: float = 0.0
@@ -69,6 +70,16 @@ class StreamOptions:
         f"--window {self.window_frames}: must exceed --sink + --block-frames ({self.sink_frames} + "
         f"{self.block_frames} = {self.sink_frames + self.block_frames}) so that at least one past frame is attended"
       )
+    if self.rope_horizon < 0 or 0 < self.rope_horizon < self.window_frames:
+      raise StreamInputError(
+        f"--rope-horizon {self.rope_horizon}: must be 0 (absolute positions) or at least --window "
+        f"({self.window_frames})"
+      )
+    if self.rope_horizon and self.relative_rope:
+      raise StreamInputError(
+        f"--relative-rope and --rope-horizon {self.rope_horizon} both bound the positions: choose one "
+        "(--rope-horizon 0 turns the horizon off)"
+      )
     if not (math.isfinite(self.context_noise) and 0.0 <= self.context_noise <= MAX_TIMESTEP):
       raise StreamInputError(
         f"--context-noise {self.context_noise:g}: must be a timestep in [0, {MAX_TIMESTEP:g}] (0: a clean cache, "
@@ -81,6 +92,11 @@ class StreamOptions:
     if self.switch_mode not in SWITCH_MODES:
       raise StreamInputError(f"switch mode {self.switch_mode!r}: choose one of {', '.join(SWITCH_MODES)}")
     self.spec()
+
+  @property
+  def unbounded(self) -> bool:
+    """Whether positions stay bounded however long the video (infinity mode or a RoPE horizon)."""
+    return self.relative_rope or self.rope_horizon > 0
 
   def spec(self, *, patch: tuple[int, int] = (2, 2)) -> StreamSpec:
     """The cache layout for a model with spatial ``patch`` (Wan2.1: 2x2; the toy world's DiT: 4x4)."""
@@ -96,18 +112,21 @@ class StreamOptions:
         sink_frames=self.sink_frames,
         window_frames=self.window_frames,
         tokens_per_frame=(self.height // ph) * (self.width // pw),
-        relative_rope=self.relative_rope,
+        relative_rope=self.relative_rope or self.rope_horizon > 0,  # the horizon re-applies positions too
+        rope_horizon=self.rope_horizon,
       )
     except ValueError as e:
       raise StreamInputError(str(e)) from e
 
 
 def check_length(opts: StreamOptions, rope_max_len: int) -> None:
-  """Absolute RoPE tables hold ``rope_max_len`` positions: longer videos need ``--relative-rope``."""
-  if not opts.relative_rope and opts.frames > rope_max_len:
+  """Absolute RoPE tables hold ``rope_max_len`` positions: longer videos need ``--relative-rope`` or a
+  ``--rope-horizon`` (positions never pass it by more than a block)."""
+  if not opts.unbounded and opts.frames > rope_max_len:
     raise StreamInputError(
       f"--frames {opts.frames}: exceeds the {rope_max_len}-frame RoPE table of absolute positions (the model's "
-      "rope_max_len); add --relative-rope (infinity mode: positions relative to the attention window, no length "
+      "rope_max_len); add --relative-rope (infinity mode: positions relative to the attention window) or "
+      "--rope-horizon N (absolute positions up to frame N, then the window's kept; no length "
       "limit) for longer videos"
     )
 

@@ -53,6 +53,12 @@ def add_serve(sub) -> None:
     "--window", type=int, help="attention window in frames, incl. sink (default: the checkpoint's, else 12)"
   )
   p.add_argument("--relative-rope", action="store_true", help="infinity mode: takes without a length limit")
+  p.add_argument(
+    "--rope-horizon",
+    type=int,
+    help="absolute RoPE positions up to this latent frame, then the window's geometry kept (no length limit); "
+    "0: absolute positions (default: the checkpoint's, else 0)",
+  )
   p.add_argument("--no-global-sink", action="store_true", help="recache rebuilds the sink too")
   p.add_argument("--context-noise", type=float, default=0.0, help="timestep of the cache-writing pass (default 0)")
   p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype (default: the checkpoint's)")
@@ -104,7 +110,7 @@ def cmd_serve(a) -> int:
     cfg.replace(attention_impl=a.attention, dtype=a.dtype or cfg.dtype)
   d = model_defaults(ckpt)
   apply_trained_stream(a, info)  # what the model was trained with, unless the flags say otherwise
-  limit = None if a.relative_rope else cfg.rope_max_len // a.block_frames * a.block_frames
+  limit = None if a.relative_rope or a.rope_horizon else cfg.rope_max_len // a.block_frames * a.block_frames
   frames = a.frames if a.frames is not None else (limit or a.block_frames)
   opts = srun.StreamOptions(
     frames=frames,
@@ -115,6 +121,7 @@ def cmd_serve(a) -> int:
     sink_frames=a.sink,
     window_frames=a.window,
     relative_rope=a.relative_rope,
+    rope_horizon=a.rope_horizon,
     global_sink=not a.no_global_sink,
     switch_mode=a.switch_mode,
     context_noise=a.context_noise,

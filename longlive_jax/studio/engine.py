@@ -118,10 +118,10 @@ class Engine:
   @property
   def max_frames(self) -> int | None:
     """Latent frames one take may last: as given, else the absolute-RoPE table (rounded to blocks); unbounded
-    in relative mode."""
+    in relative mode or with a RoPE horizon."""
     if self._max_frames is not None:
       return self._max_frames
-    if self.opts.relative_rope:
+    if self.opts.unbounded:
       return None
     return self.cfg.rope_max_len // self.block_frames * self.block_frames
 

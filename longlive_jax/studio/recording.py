@@ -103,7 +103,7 @@ def replay_command(jsonl: str, opts: srun.StreamOptions, *, checkpoint: str | No
   args += ["--frames", str(frames), "--seed", str(seed), "--switch-mode", switch_mode]
   args += ["--height", str(opts.height), "--width", str(opts.width), "--block-frames", str(opts.block_frames)]
   args += ["--sink", str(opts.sink_frames), "--window", str(opts.window_frames)]
-  args += ["--relative-rope"] if opts.relative_rope else []
+  args += ["--relative-rope"] if opts.relative_rope else ["--rope-horizon", str(opts.rope_horizon)]
   args += ["--no-global-sink"] if not opts.global_sink else []
   args += ["--context-noise", f"{opts.context_noise:g}"] if opts.context_noise else []
   args += ["--dtype", opts.dtype] if opts.dtype else []

@@ -109,6 +109,13 @@ def add_toyworld(sub) -> None:
   q.add_argument(
     "--window", type=int, default=9, help="attention window incl. sink it was trained with (local_attn_size; default 9)"
   )
+  q.add_argument(
+    "--rope-horizon",
+    type=_non_negative,
+    default=0,
+    help="the RoPE horizon generate / interactive / serve stream it with by default (StreamSpec.rope_horizon; "
+    "0: absolute positions; default 0)",
+  )
   q.add_argument("--meta", help="a JSON file of extra metadata (training record)")
   q.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
@@ -282,8 +289,17 @@ def _assemble(a) -> int:
   from longlive_jax.toyworld.model import assemble
   from longlive_jax.toyworld.render import FPS
 
+  if a.rope_horizon and a.rope_horizon < a.window:
+    print(
+      f"longlive-jax toyworld assemble: error: --rope-horizon {a.rope_horizon} must be 0 (off) or at least "
+      f"--window ({a.window})",
+      file=sys.stderr,
+    )
+    return 2
   meta = json.loads(Path(a.meta).read_text()) if a.meta else {}
   stream = {"block_frames": 3, "sink_frames": a.sink, "window_frames": a.window}
+  if a.rope_horizon:
+    stream["rope_horizon"] = a.rope_horizon
   out = assemble(
     a.out, dit_checkpoint=a.dit, vae_checkpoint=a.vae, size=a.size, fps=FPS, stream=stream, dtype=a.dtype,
     meta=meta, overwrite=a.overwrite,

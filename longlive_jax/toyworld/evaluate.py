@@ -40,6 +40,23 @@ class StreamSettings:
   switch_mode: str = "recache"
   global_sink: bool = True
   step_list: tuple[int, ...] = (1000, 750, 500, 250)  # the few-step schedule (LongLive's; a student's own)
+  relative_rope: bool = False  # RoPE positions relative to the attention window (StreamSpec.relative_rope)
+  rope_horizon: int = 0  # with relative_rope: absolute positions frozen past this frame (StreamSpec.rope_horizon)
+
+
+def checkpoint_settings(checkpoint_dir: str | Path) -> StreamSettings:
+  """How ``generate`` streams a whole-model checkpoint by default: its metadata's block, sink, window and RoPE
+  horizon (:func:`longlive_jax.checkpoint.trained_stream`), LongLive's four steps."""
+  from longlive_jax import checkpoint
+
+  s = checkpoint.trained_stream(checkpoint.read_meta(checkpoint_dir))
+  return StreamSettings(
+    block_frames=s["block_frames"],
+    sink_frames=s["sink_frames"],
+    window_frames=s["window_frames"],
+    relative_rope=s["rope_horizon"] > 0,
+    rope_horizon=s["rope_horizon"],
+  )
 
 
 def _to_uint8(pixels) -> np.ndarray:
@@ -74,6 +91,8 @@ def streamer(dit, settings: StreamSettings, *, latent_size: int = LATENT_SIZE):
     sink_frames=settings.sink_frames,
     window_frames=settings.window_frames,
     tokens_per_frame=(latent_size // ph) * (latent_size // pw),
+    relative_rope=settings.relative_rope,
+    rope_horizon=settings.rope_horizon,
   )
   key = (id(dit), spec, settings.global_sink, settings.switch_mode, tuple(settings.step_list))
   hit = _STREAMERS.get(key)
