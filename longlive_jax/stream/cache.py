@@ -136,7 +136,8 @@ def view(cache: KVCache, spec: StreamSpec, *, slot_mask: Array | None = None):
   """What a call attends to: ``(k, v, valid [B, slots*tpf], frame_pos [slots] | None, num_valid)``.
 
   ``frame_pos`` (relative mode only) is each slot's rank among valid frames in time order,
-  i.e. upstream's window-relative position (with ``rope_horizon``: see :class:`StreamSpec`). ``slot_mask`` restricts the view further.
+  i.e. upstream's window-relative position (with ``rope_horizon``: see :class:`StreamSpec`). ``slot_mask``
+  restricts the view further.
   """
   valid_slot = cache.frame >= 0
   if slot_mask is not None:

@@ -95,7 +95,8 @@ class StreamOptions:
 
   @property
   def unbounded(self) -> bool:
-    """Whether positions stay bounded however long the video (infinity mode or a RoPE horizon)."""
+    """Whether a video may run for ever: positions stay bounded however long it is (infinity mode or a RoPE
+    horizon), so the RoPE table's length does not limit it."""
     return self.relative_rope or self.rope_horizon > 0
 
   def spec(self, *, patch: tuple[int, int] = (2, 2)) -> StreamSpec:
