@@ -36,6 +36,13 @@ SETS = {  # name -> (number of prompts, prompt seed or None for the held-out com
 }
 
 
+def set_prompts(name: str) -> tuple[list[str], int]:
+  """``(prompts, noise seed)`` of the set ``name`` of :data:`SETS`."""
+  n, prompt_seed, noise_seed = SETS[name]
+  prompts = xev.prompt_sets(100)["held_out"] if n is None else xev.prompt_sets(n, seed=prompt_seed)["seen"]
+  return prompts, noise_seed
+
+
 def parse_variant(text: str):
   """``base`` or ``FIELD=VALUE,...`` -> StreamSettings (a clear error for an unknown field or a bad value)."""
   from longlive_jax.toyworld.evaluate import StreamSettings
@@ -87,8 +94,7 @@ def main() -> int:
   from longlive_jax.stream import noise as noise_mod
   from longlive_jax.toyworld import evaluate as ev
 
-  n, prompt_seed, noise_seed = SETS[a.set]
-  prompts = xev.prompt_sets(100)["held_out"] if n is None else xev.prompt_sets(n, seed=prompt_seed)["seen"]
+  prompts, noise_seed = set_prompts(a.set)
   if a.renoise_scale != 1.0:  # causal_videos draws with KeyNoise: wrap what it builds
     key_noise = noise_mod.KeyNoise
     noise_mod.KeyNoise = lambda *args, **kw: ScaledRenoise(key_noise(*args, **kw), a.renoise_scale)

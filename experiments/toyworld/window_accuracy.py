@@ -27,21 +27,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-import evaluate as xev  # noqa: E402
-from stream_settings import SETS, parse_variant  # noqa: E402
+from stream_settings import SETS, parse_variant, set_prompts  # noqa: E402
 
 
 def rope_frame_periods(cfg) -> list[float]:
   """Periods in frames of the frame axis' RoPE frequencies (see :mod:`longlive_jax.model.rope`)."""
-  from longlive_jax.model.rope import axis_pairs
+  from longlive_jax.model.rope import axis_frequencies, axis_pairs
 
-  n = axis_pairs(cfg.dim // cfg.num_heads)[0]
-  freqs = 1.0 / np.power(cfg.rope_theta, np.arange(0, 2 * n, 2) / (2 * n))
+  freqs = axis_frequencies(axis_pairs(cfg.dim // cfg.num_heads)[0], cfg.rope_theta)
   return [float(2 * np.pi / f) for f in freqs]
 
 
 def per_window(videos, prompts) -> dict:
-  """``{"motion": {m: [acc per window index]}, "shape": {...}, "all": [...]}`` and the counts per window."""
+  """``{"motion": {label: [accuracy per window index]}, "shape": {...}, "all": {"every": [...]}}``; the label
+  ``every`` pools all prompts."""
   from longlive_jax.toyworld import judge
 
   acc: dict = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -71,8 +70,7 @@ def main() -> int:
   from longlive_jax.toyworld.model import default_checkpoint
 
   model = a.model or str(default_checkpoint())
-  n, prompt_seed, noise_seed = SETS[a.set]
-  prompts = xev.prompt_sets(100)["held_out"] if n is None else xev.prompt_sets(n, seed=prompt_seed)["seen"]
+  prompts, noise_seed = set_prompts(a.set)
   dit, vae, enc = ev.load_models(model, model)
   out = Path(a.out)
   rows = json.loads(out.read_text()) if out.exists() else {}

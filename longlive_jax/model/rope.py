@@ -26,14 +26,18 @@ def axis_pairs(head_dim: int) -> tuple[int, int, int]:
   return c - 2 * (c // 3), c // 3, c // 3
 
 
+def axis_frequencies(pairs: int, theta: float) -> np.ndarray:
+  """float64 ``[pairs]`` angular frequencies of one axis (``theta^(-2j/D_axis)``, ``D_axis = 2 * pairs``)."""
+  return 1.0 / np.power(theta, np.arange(0, 2 * pairs, 2, dtype=np.float64) / (2 * pairs))
+
+
 @functools.lru_cache(maxsize=16)
 def _tables(head_dim: int, max_len: int, theta: float) -> tuple[np.ndarray, ...]:
   """float32 cos/sin tables ``[max_len, pairs]`` per axis, computed in float64."""
   out = []
   pos = np.arange(max_len, dtype=np.float64)[:, None]  # [L, 1]
   for n in axis_pairs(head_dim):
-    freqs = 1.0 / np.power(theta, np.arange(0, 2 * n, 2, dtype=np.float64) / (2 * n))  # [n]
-    ang = pos * freqs  # [L, n]
+    ang = pos * axis_frequencies(n, theta)  # [L, n]
     out += [np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)]
   return tuple(out)
 

@@ -127,9 +127,12 @@ def write_frames(
   return cache.replace(k=k, v=v, frame=fr)
 
 
-def horizon_shift(spec: StreamSpec, next_frame: Array) -> Array:
-  """How far :attr:`StreamSpec.rope_horizon` moves the non-sink frames back for a call starting at ``next_frame``."""
-  return jnp.maximum(jnp.asarray(next_frame, jnp.int32) - spec.rope_horizon, 0)
+def horizon_positions(spec: StreamSpec, frames: Array, next_frame: Array) -> Array:
+  """RoPE positions of absolute ``frames`` in a call starting at ``next_frame`` under :attr:`StreamSpec.rope_horizon`:
+  the sink's frames keep theirs, later ones move back by ``max(0, next_frame - P)``."""
+  frames = jnp.asarray(frames, jnp.int32)
+  shift = jnp.maximum(jnp.asarray(next_frame, jnp.int32) - spec.rope_horizon, 0)
+  return jnp.where(frames >= spec.sink_frames, frames - shift, frames)
 
 
 def view(cache: KVCache, spec: StreamSpec, *, slot_mask: Array | None = None):
@@ -149,8 +152,7 @@ def view(cache: KVCache, spec: StreamSpec, *, slot_mask: Array | None = None):
   num_valid = jnp.sum(valid_slot.astype(jnp.int32))
   pos = None
   if spec.relative_rope and spec.rope_horizon:
-    shift = horizon_shift(spec, cache.next_frame)
-    pos = jnp.where(valid_slot, jnp.where(cache.frame >= spec.sink_frames, cache.frame - shift, cache.frame), 0)
+    pos = jnp.where(valid_slot, horizon_positions(spec, cache.frame, cache.next_frame), 0)
   elif spec.relative_rope:
     earlier = (cache.frame[None, :] < cache.frame[:, None]) & valid_slot[None, :]  # [slots, slots]
     pos = jnp.where(valid_slot, jnp.sum(earlier.astype(jnp.int32), axis=1), 0)

@@ -21,17 +21,18 @@ import jax.numpy as jnp
 
 from longlive_jax.model.wan import WanDiT
 from longlive_jax.schedule import sigma_at
-from longlive_jax.stream.cache import KVCache, StreamSpec, horizon_shift, ring_slots, view, write_frames
+from longlive_jax.stream.cache import KVCache, StreamSpec, horizon_positions, ring_slots, view, write_frames
 
 Array = jax.Array
 
 
 def _query_pos(cache: KVCache, spec: StreamSpec, n: int, num_valid: Array) -> Array:
+  frames = cache.next_frame + jnp.arange(n, dtype=jnp.int32)
   if spec.relative_rope and spec.rope_horizon:
-    base = cache.next_frame - horizon_shift(spec, cache.next_frame)
-  else:
-    base = num_valid if spec.relative_rope else cache.next_frame
-  return (base + jnp.arange(n, dtype=jnp.int32)).astype(jnp.int32)
+    return horizon_positions(spec, frames, cache.next_frame)
+  if spec.relative_rope:
+    return (num_valid + jnp.arange(n, dtype=jnp.int32)).astype(jnp.int32)
+  return frames.astype(jnp.int32)
 
 
 def call(
@@ -190,7 +191,7 @@ def recache(
   frames = jnp.asarray(r0 + first + jnp.arange(m - first), jnp.int32)
   slot_mask = (jnp.arange(spec.num_slots) < ns) if keep_sink else jnp.zeros((spec.num_slots,), bool)
   if spec.relative_rope and spec.rope_horizon:  # cache.next_frame is still S: the shift of S's block
-    pos = jnp.where(frames >= ns, frames - horizon_shift(spec, cache.next_frame), frames)
+    pos = horizon_positions(spec, frames, cache.next_frame)
   elif spec.relative_rope:
     pos = jnp.arange(first, m, dtype=jnp.int32)
   else:
